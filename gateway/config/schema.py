@@ -1,0 +1,152 @@
+"""Every setting of the gateway and of the directory: type, default, unit, meaning.
+
+This is the one table. A section is a frozen dataclass; a configuration is a frozen
+dataclass of sections. Add a setting here and the loader, `smimegate config --defaults`
+and deploy/*.example.toml all know it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gateway.config.declare import setting
+from gateway.config.types import HostPort, Network
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSection:
+    listen: HostPort = setting(HostPort("127.0.0.1", 2525), "hostport",
+                               "where the SMTP front end accepts mail")
+    hostname: str = setting("smimegate.localdomain", "str",
+                            "name in the greeting, EHLO reply and Received headers")
+    trusted_networks: tuple[Network, ...] = setting(
+        (), "network-list",
+        "clients that may relay to any domain (outbound); loopback is NOT implied")
+    local_domains: tuple[str, ...] = setting(
+        (), "str-list", "domains anyone may send to (inbound); everything else is 554 5.7.1")
+    max_message_size: int = setting(25 * 1024**2, "size", "largest message accepted (552 5.3.4)",
+                                    unit="bytes", minimum=1024)
+    max_recipients: int = setting(100, "int", "recipients per message (452 4.5.3 past it)",
+                                  minimum=1)
+    max_line_length: int = setting(998, "int",
+                                   "longest line in DATA, CRLF excluded (RFC 5322 §2.1.1)",
+                                   unit="octets", minimum=78)
+    command_timeout: float = setting(300.0, "duration", "idle time allowed between commands",
+                                     unit="seconds", minimum=1)
+    data_timeout: float = setting(600.0, "duration", "time allowed to send one DATA body",
+                                  unit="seconds", minimum=1)
+    max_connections_per_client: int = setting(20, "int",
+                                              "simultaneous sessions from one client address",
+                                              minimum=1)
+    max_sessions: int = setting(1000, "int", "simultaneous sessions in all", minimum=1)
+    tls_certificate: Path | None = setting(None, "path",
+                                           "PEM certificate chain offered by STARTTLS")
+    tls_key: Path | None = setting(None, "path", "PEM private key for STARTTLS")
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolSection:
+    directory: Path = setting(Path("spool"), "path",
+                              "where accepted messages are kept until delivered")
+    max_messages: int = setting(100_000, "int", "queued messages before new mail gets 451 4.3.2",
+                                minimum=1)
+    group_commit_window: float = setting(0.002, "duration",
+                                         "longest wait to gather writes under one fsync",
+                                         unit="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersSection:
+    processes: int = setting(0, "int", "crypto worker processes; 0 means one per core",
+                             minimum=0)
+    max_batch: int = setting(32, "int", "messages handed to a worker in one round trip",
+                             minimum=1)
+    max_pending: int = setting(512, "int", "messages waiting for a worker before 451 4.3.2",
+                               minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliverySection:
+    transport: tuple[tuple[str, HostPort], ...] = setting(
+        (), "hostport-map",
+        "next hop per recipient domain, e.g. \"beta.test\" = \"127.0.0.1:2526\"")
+    relayhost: HostPort | None = setting(None, "hostport",
+                                         "send everything not in the transport map here")
+    concurrency_per_destination: int = setting(10, "int", "connections to one next hop",
+                                               minimum=1)
+    connect_timeout: float = setting(30.0, "duration", "TCP connect timeout", unit="seconds")
+    retry_initial: float = setting(60.0, "duration", "first retry delay after a 4xx",
+                                   unit="seconds")
+    retry_max: float = setting(3600.0, "duration", "longest delay between retries",
+                               unit="seconds")
+    max_queue_lifetime: float = setting(5 * 86400.0, "duration",
+                                        "age at which undeliverable mail bounces",
+                                        unit="seconds")
+    tls: str = setting("opportunistic", "str", "TLS to next hops unless a domain says otherwise",
+                       choices=("none", "opportunistic", "required", "verify"))
+
+
+@dataclass(frozen=True, slots=True)
+class KeysSection:
+    certificates: tuple[Path, ...] = setting(
+        (), "path-list", "this gateway's own certificates (PEM chain or PKCS#12)")
+    private_keys: tuple[Path, ...] = setting((), "path-list",
+                                             "private keys for those certificates (PEM)")
+    trust_anchors: tuple[Path, ...] = setting(
+        (), "path-list", "CA certificates that any certificate used must chain to (PEM)")
+    allow_group_readable_keys: bool = setting(
+        False, "bool", "accept a private key file that group or others can read")
+
+
+@dataclass(frozen=True, slots=True)
+class AdminSection:
+    listen: HostPort | None = setting(HostPort("127.0.0.1", 9025), "hostport",
+                                      "HTTP /metrics and /healthz; empty string turns it off")
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    level: str = setting("info", "str", "log verbosity",
+                         choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything `smimegate run` reads from gateway.toml."""
+
+    smtp: SmtpSection = field(default_factory=SmtpSection)
+    spool: SpoolSection = field(default_factory=SpoolSection)
+    workers: WorkersSection = field(default_factory=WorkersSection)
+    delivery: DeliverySection = field(default_factory=DeliverySection)
+    keys: KeysSection = field(default_factory=KeysSection)
+    admin: AdminSection = field(default_factory=AdminSection)
+    log: LogSection = field(default_factory=LogSection)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSection:
+    listen: HostPort = setting(HostPort("127.0.0.1", 8780), "hostport",
+                               "where the directory's HTTP API listens")
+    data: Path = setting(Path("directory-data"), "path", "folder for the SQLite database")
+    database_url: str = setting("", "str",
+                                "postgresql://... to use PostgreSQL; empty means SQLite in data")
+    max_body: int = setting(1024 * 1024, "size", "largest request body (413 past it)",
+                            unit="bytes", minimum=1024)
+    cache_max_age: float = setting(300.0, "duration", "Cache-Control max-age of public reads",
+                                   unit="seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class TrustSection:
+    anchors: tuple[Path, ...] = setting(
+        (), "path-list", "CA certificates a published certificate must chain to (PEM)")
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryConfig:
+    """Everything `smimegate directory run` reads from directory.toml."""
+
+    server: ServerSection = field(default_factory=ServerSection)
+    trust: TrustSection = field(default_factory=TrustSection)
+    log: LogSection = field(default_factory=LogSection)

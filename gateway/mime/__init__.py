@@ -1,0 +1,1 @@
+"""MIME handling on the hot path: scanning and canonical bytes, never email.message objects."""
