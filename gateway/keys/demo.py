@@ -33,7 +33,7 @@ class Issued:
     certificate: x509.Certificate
 
 
-def _name(cn: str, org: str = "smimegate demo", email: str | None = None) -> x509.Name:
+def name_of(cn: str, org: str = "smimegate demo", email: str | None = None) -> x509.Name:
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
              x509.NameAttribute(NameOID.COMMON_NAME, cn)]
     if email:
@@ -132,10 +132,10 @@ def write_demo_pki(directory: Path, *, ocsp_url: str = DEFAULT_OCSP_URL) -> list
     directory.mkdir(parents=True, exist_ok=True)
     ca_dir = directory / "ca"
     ca_dir.mkdir(exist_ok=True)
-    root = issue(_name("smimegate demo root CA"), new_key("rsa2048"), None, ca=True)
-    inter = issue(_name("smimegate demo intermediate CA"), new_key("rsa2048"), root,
+    root = issue(name_of("smimegate demo root CA"), new_key("rsa2048"), None, ca=True)
+    inter = issue(name_of("smimegate demo intermediate CA"), new_key("rsa2048"), root,
                   ca=True, path_length=0)
-    ocsp = issue(_name("smimegate demo OCSP responder"), new_key("rsa2048"), inter,
+    ocsp = issue(name_of("smimegate demo OCSP responder"), new_key("rsa2048"), inter,
                  eku=(ExtendedKeyUsageOID.OCSP_SIGNING,))
     (ca_dir / "root.pem").write_bytes(_pem(root.certificate))
     write_private(ca_dir / "root.key", _key_pem(root.key))
@@ -147,13 +147,13 @@ def write_demo_pki(directory: Path, *, ocsp_url: str = DEFAULT_OCSP_URL) -> list
         folder.mkdir(exist_ok=True)
         org = domain.split(".")[0].capitalize()
         for kind, stem in (("rsa2048", "domain-rsa"), ("p256", "domain-ec")):
-            item = issue(_name(domain, org), new_key(kind), inter, dns=(domain,),
+            item = issue(name_of(domain, org), new_key(kind), inter, dns=(domain,),
                          ocsp_url=ocsp_url)
             _write(folder, stem, item, [inter])
         for user in USERS:
             if user.endswith("@" + domain):
                 local = user.split("@")[0]
-                item = issue(_name(local.capitalize(), org, user), new_key("rsa2048"), inter,
+                item = issue(name_of(local.capitalize(), org, user), new_key("rsa2048"), inter,
                              emails=(user,), ocsp_url=ocsp_url)
                 _write(folder, local, item, [inter])
                 p12 = pkcs12.serialize_key_and_certificates(
