@@ -8,7 +8,7 @@ import os
 
 from setuptools import Extension, setup
 
-NATIVE_MODULES = ["canon"]
+NATIVE_MODULES = ["canon", "mimescan"]
 
 
 def extensions() -> list[Extension]:
