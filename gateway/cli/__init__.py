@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "gateway.cli.config_cmd",
     "gateway.cli.pki_cmd",
     "gateway.cli.demo_cmd",
+    "gateway.policy.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -31,6 +31,19 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"no TOML form for {value!r}")
 
 
+_RULE_EXAMPLE = [
+    "# for example:",
+    "# [[policy.rules]]",
+    '# name = "confidential"',
+    '# subject_keyword = ["[confidential]"]',
+    "# strip_subject_keyword = true",
+    '# encrypt = "required"',
+    '# certificate = "user-only"',
+    '# cipher = "aes256-gcm"',
+    '# fallback = "reject"',
+]
+
+
 def render_defaults(config_cls: type) -> str:
     """Every section and setting with its default, unit and meaning as comments."""
     lines: list[str] = []
@@ -44,6 +57,9 @@ def render_defaults(config_cls: type) -> str:
                 note += f"; one of: {', '.join(info.choices)}"
             lines.append(f"# {note}")
             name = info.key.split(".", 1)[1]
+            if info.kind == "policy-rules":
+                lines += _RULE_EXAMPLE
+                continue
             value = _toml_value(info.default)
             if info.kind.endswith("-map") and value == "[]":
                 value = "{}"

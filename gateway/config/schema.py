@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config.declare import setting
 from gateway.config.types import HostPort, Network
+
+if TYPE_CHECKING:
+    from gateway.policy.rules import Rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +116,47 @@ class LogSection:
 
 
 @dataclass(frozen=True, slots=True)
+class PolicySection:
+    default_encrypt: str = setting("opportunistic", "str",
+                                   "encryption when no rule decides",
+                                   choices=("required", "opportunistic", "never"))
+    default_certificate: str = setting("user-then-domain", "str",
+                                       "which recipient certificate when no rule decides",
+                                       choices=("user-then-domain", "domain-only", "user-only"))
+    default_cipher: str = setting("aes128-gcm", "str",
+                                  "content encryption when no rule decides (GCM only where "
+                                  "the recipient's capabilities allow it)",
+                                  choices=("aes128-gcm", "aes256-gcm", "aes128-cbc",
+                                           "aes256-cbc"))
+    default_sign: str = setting("required", "str", "signing when no rule decides",
+                                choices=("required", "if-possible", "never"))
+    default_signing_certificate: str = setting(
+        "domain", "str", "signing certificate when no rule decides: domain, sender, or the "
+        "name of a configured identity")
+    default_protect_headers: bool = setting(False, "bool",
+                                            "wrap the whole message (RFC 8551 §3.1) by default")
+    text_budget: int = setting(1024 * 1024, "size",
+                               "decoded text examined by content rules per message",
+                               unit="bytes", minimum=1024)
+    rules: tuple[Rule, ...] = setting(
+        (), "policy-rules", "[[policy.rules]] tables, read top to bottom (see README: Policy)")
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSection:
+    name: str = setting("smimegate-certs", "str",
+                        "shared-memory file (in /dev/shm) of the certificate cache that "
+                        "the front end writes and crypto workers read")
+    entries: int = setting(131_072, "int",
+                           "slots in the certificate cache (entries it can hold), in sets "
+                           "of 8; a full set evicts its entry that expires first",
+                           minimum=8, maximum=1 << 31)
+    arena: int = setting(256 * 1024**2, "size",
+                         "room for the cached certificates; when full, the oldest written "
+                         "entries are evicted", unit="bytes", minimum=64 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything `smimegate run` reads from gateway.toml."""
 
@@ -122,6 +167,7 @@ class GatewayConfig:
     keys: KeysSection = field(default_factory=KeysSection)
     admin: AdminSection = field(default_factory=AdminSection)
     log: LogSection = field(default_factory=LogSection)
+    policy: PolicySection = field(default_factory=PolicySection)
 
 
 @dataclass(frozen=True, slots=True)

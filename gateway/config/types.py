@@ -130,6 +130,16 @@ def _float(value: object) -> float:
     raise ValueError(f"expected a number, got {type(value).__name__} {value!r}")
 
 
+def _policy_rules(value: object) -> Any:
+    # Imported here: policy depends on config types, not the other way round at import.
+    from gateway.policy.rules import PolicyError, compile_rules
+
+    try:
+        return compile_rules(value)
+    except PolicyError as e:
+        raise ValueError(str(e)) from None
+
+
 # How each declared kind is read. "kind" is what a Setting says it is.
 CONVERTERS: dict[str, Callable[[object], Any]] = {
     "str": _expect(str, "a string"),
@@ -146,4 +156,5 @@ CONVERTERS: dict[str, Callable[[object], Any]] = {
     "hostport-list": _list_of(_str_then(parse_hostport, "HOST:PORT")),
     "hostport-map": _map_of(_str_then(parse_hostport, "HOST:PORT")),
     "str-map": _map_of(_expect(str, "a string")),
+    "policy-rules": _policy_rules,
 }
