@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "gateway.cli.config_cmd",
     "gateway.cli.pki_cmd",
     "gateway.cli.demo_cmd",
+    "gateway.smime.cli",
     "gateway.policy.cli",
 )
 
