@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "gateway.cli.demo_cmd",
     "gateway.smime.cli",
     "gateway.policy.cli",
+    "gateway.directory.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -143,20 +143,6 @@ class PolicySection:
 
 
 @dataclass(frozen=True, slots=True)
-class CacheSection:
-    name: str = setting("smimegate-certs", "str",
-                        "shared-memory file (in /dev/shm) of the certificate cache that "
-                        "the front end writes and crypto workers read")
-    entries: int = setting(131_072, "int",
-                           "slots in the certificate cache (entries it can hold), in sets "
-                           "of 8; a full set evicts its entry that expires first",
-                           minimum=8, maximum=1 << 31)
-    arena: int = setting(256 * 1024**2, "size",
-                         "room for the cached certificates; when full, the oldest written "
-                         "entries are evicted", unit="bytes", minimum=64 * 1024)
-
-
-@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything `smimegate run` reads from gateway.toml."""
 
@@ -181,6 +167,10 @@ class ServerSection:
                             unit="bytes", minimum=1024)
     cache_max_age: float = setting(300.0, "duration", "Cache-Control max-age of public reads",
                                    unit="seconds")
+    lookup_cache_ttl: float = setting(
+        2.0, "duration", "reuse a lookup read from the database this long (0: never); "
+        "this process's writes clear it, other replicas' writes show within it",
+        unit="seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,9 +180,42 @@ class TrustSection:
 
 
 @dataclass(frozen=True, slots=True)
+class OcspSection:
+    signers: tuple[Path, ...] = setting(
+        (), "path-list", "delegated OCSP responder certificates (PEM; the issuing CA may follow)")
+    keys: tuple[Path, ...] = setting((), "path-list",
+                                     "private keys of those responders, in the same order")
+    validity: float = setting(3600.0, "duration",
+                              "nextUpdate - thisUpdate of OCSP answers (RFC 6960 §4.2.2.1)",
+                              unit="seconds", minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
+class RatelimitSection:
+    auth_failures: int = setting(10, "int",
+                                 "failed authentications one client may make per window",
+                                 minimum=1)
+    auth_window: float = setting(60.0, "duration", "window over which failures are counted",
+                                 unit="seconds", minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationSection:
+    fetch_timeout: float = setting(5.0, "duration",
+                                   "timeout fetching a CA's CRL or OCSP answer for /v1/verify",
+                                   unit="seconds", minimum=0.1)
+    cache_max: float = setting(3600.0, "duration",
+                               "longest a fetched CRL or OCSP answer is reused",
+                               unit="seconds")
+
+
+@dataclass(frozen=True, slots=True)
 class DirectoryConfig:
     """Everything `smimegate directory run` reads from directory.toml."""
 
     server: ServerSection = field(default_factory=ServerSection)
     trust: TrustSection = field(default_factory=TrustSection)
+    ocsp: OcspSection = field(default_factory=OcspSection)
+    ratelimit: RatelimitSection = field(default_factory=RatelimitSection)
+    revocation: RevocationSection = field(default_factory=RevocationSection)
     log: LogSection = field(default_factory=LogSection)
