@@ -25,7 +25,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP) system-deps
-	$(BIN)/python -c 'import gateway.native as n, sys; sys.exit(0 if n.active("canon") == "native" else "native build missing")'
+	$(BIN)/python scripts/check-native-build
 	$(BIN)/pytest -q
 
 # The twins are the specification: the native modules' tests run again with them forced.
