@@ -8,7 +8,7 @@ import os
 
 from setuptools import Extension, setup
 
-NATIVE_MODULES = ["canon", "mimescan"]
+NATIVE_MODULES = ["canon", "mimescan", "certcache"]
 
 
 def extensions() -> list[Extension]:

@@ -55,9 +55,11 @@ class SpoolSection:
                               "where accepted messages are kept until delivered")
     max_messages: int = setting(100_000, "int", "queued messages before new mail gets 451 4.3.2",
                                 minimum=1)
-    group_commit_window: float = setting(0.002, "duration",
-                                         "longest wait to gather writes under one fsync",
-                                         unit="seconds")
+    group_commit_window: float = setting(
+        0.0, "duration",
+        "extra wait, under load, to gather more writes under one fsync round; 0: a round "
+        "starts when the previous ends, and what arrived meanwhile shares it",
+        unit="seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,20 @@ class PolicySection:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheSection:
+    name: str = setting("smimegate-certs", "str",
+                        "shared-memory file (in /dev/shm) of the certificate cache that "
+                        "the front end writes and crypto workers read")
+    entries: int = setting(131_072, "int",
+                           "slots in the certificate cache (entries it can hold), in sets "
+                           "of 8; a full set evicts its entry that expires first",
+                           minimum=8, maximum=1 << 31)
+    arena: int = setting(256 * 1024**2, "size",
+                         "room for the cached certificates; when full, the oldest written "
+                         "entries are evicted", unit="bytes", minimum=64 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything `smimegate run` reads from gateway.toml."""
 
@@ -154,6 +170,7 @@ class GatewayConfig:
     admin: AdminSection = field(default_factory=AdminSection)
     log: LogSection = field(default_factory=LogSection)
     policy: PolicySection = field(default_factory=PolicySection)
+    cache: CacheSection = field(default_factory=CacheSection)
 
 
 @dataclass(frozen=True, slots=True)
