@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "gateway.smime.cli",
     "gateway.policy.cli",
     "gateway.directory.cli",
+    "gateway.spool.cli",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -60,6 +60,13 @@ class SpoolSection:
         "extra wait, under load, to gather more writes under one fsync round; 0: a round "
         "starts when the previous ends, and what arrived meanwhile shares it",
         unit="seconds")
+    sync: str = setting("fsync", "str",
+                        "how a commit round is made durable: fsync every file (issued at "
+                        "once) or one syncfs(2) of the spool's filesystem (best on its own "
+                        "filesystem)", choices=("fsync", "syncfs"))
+    control_poll: float = setting(0.5, "duration",
+                                  "how often a running gateway applies `smimegate queue` "
+                                  "commands", unit="seconds", minimum=0.01)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +98,28 @@ class DeliverySection:
                                         unit="seconds")
     tls: str = setting("opportunistic", "str", "TLS to next hops unless a domain says otherwise",
                        choices=("none", "opportunistic", "required", "verify"))
+    tls_policy: tuple[tuple[str, str], ...] = setting(
+        (), "str-map",
+        "TLS per recipient domain, overriding delivery.tls, e.g. \"beta.test\" = \"verify\"")
+    tls_ca_file: Path | None = setting(None, "path",
+                                       "CA certificates (PEM) for tls = verify; "
+                                       "empty means the system's")
+    smtp_port: int = setting(25, "int", "port of next hops found by MX or A/AAAA",
+                             minimum=1, maximum=65535)
+    dns_servers: tuple[HostPort, ...] = setting(
+        (), "hostport-list", "resolvers for MX and A/AAAA lookups; empty means /etc/resolv.conf")
+    command_timeout: float = setting(300.0, "duration",
+                                     "wait for a next hop's reply to a command",
+                                     unit="seconds", minimum=0.1)
+    data_timeout: float = setting(600.0, "duration",
+                                  "wait for a next hop's reply after the message data",
+                                  unit="seconds", minimum=0.1)
+    connection_idle: float = setting(2.0, "duration",
+                                     "how long an idle connection to a next hop stays open "
+                                     "for more mail", unit="seconds")
+    shutdown_grace: float = setting(30.0, "duration",
+                                    "on stop, time given to transactions in flight",
+                                    unit="seconds")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,164 @@
+"""Next hop of a recipient domain: transport map, relayhost, else MX, else A/AAAA.
+
+RFC 5321 §5.1 (MX in preference order, equal preferences shuffled; no MX → the domain's
+own address records, the "implicit MX"), §4.1.3 (an address literal goes to that
+address), RFC 7505 (null MX "0 ." → the domain accepts no mail: 556 5.1.10). MX and
+their addresses come from dnspython's async resolver (`delivery.dns_servers` or
+/etc/resolv.conf); a configured next hop's name from the system resolver (/etc/hosts).
+
+A *destination* is what concurrency limits and connection reuse apply to: an explicit
+next hop (transport entry or relayhost, host:port) or, for MX routing, the recipient
+domain; together with the TLS policy that applies to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.inet
+import dns.nameserver
+import dns.resolver
+
+from gateway.config.schema import DeliverySection
+from gateway.config.types import HostPort
+from gateway.envelope import Reply, domain_of
+
+TLS_POLICIES = ("none", "opportunistic", "required", "verify")
+
+
+class RouteError(Exception):
+    """No next hop; `reply` says whether to try again (4xx) or bounce (5xx)."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    key: str  # e.g. "relay:[127.0.0.1]:2526|verify" or "mx:beta.test|opportunistic"
+    domain: str  # for MX routing; "" for explicit hops
+    hop: HostPort | None  # explicit next hop
+    tls: str
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str  # for TLS verification and Remote-MTA
+    address: str
+    port: int
+
+
+class Router:
+    def __init__(self, config: DeliverySection,
+                 resolver: dns.asyncresolver.Resolver | None = None) -> None:
+        self._config = config
+        self._transport = dict(config.transport)
+        self._tls = dict(config.tls_policy)
+        for domain, policy in self._tls.items():
+            if policy not in TLS_POLICIES:
+                raise ValueError(f"delivery.tls_policy: {domain!r} has {policy!r}; "
+                                 f"must be one of {', '.join(TLS_POLICIES)}")
+        self._resolver = resolver or make_resolver(config)
+
+    def destination(self, rcpt: str) -> Destination:
+        domain = domain_of(rcpt)
+        tls = self._tls.get(domain, self._config.tls)
+        hop = self._transport.get(domain) or self._config.relayhost
+        if hop is not None:
+            return Destination(f"relay:{hop}|{tls}", "", hop, tls)
+        return Destination(f"mx:{domain}|{tls}", domain, None, tls)
+
+    async def hosts(self, dest: Destination) -> list[Host]:
+        """Addresses to try in order. Raises RouteError."""
+        if dest.hop is not None:
+            if _is_address(dest.hop.host):
+                return [Host(dest.hop.host, dest.hop.host, dest.hop.port)]
+            return await _system_addresses(dest.hop)
+        port = self._config.smtp_port
+        if dest.domain.startswith("["):  # RFC 5321 §4.1.3 address literal: no DNS at all
+            literal = dest.domain[1:-1]
+            literal = literal[5:] if literal.lower().startswith("ipv6:") else literal
+            if not _is_address(literal):
+                raise RouteError(Reply(550, "5.1.2", f"bad address literal {dest.domain}"))
+            return [Host(literal, literal, port)]
+        try:
+            answer = await self._resolver.resolve(dest.domain, "MX")
+        except dns.resolver.NXDOMAIN:
+            raise RouteError(Reply(550, "5.1.2", f"domain {dest.domain} does not exist")) \
+                from None
+        except dns.resolver.NoAnswer:  # RFC 5321 §5.1: the implicit MX
+            return [Host(dest.domain, a, port)
+                    for a in await self._addresses(dest.domain, dest.domain)]
+        except dns.exception.DNSException as e:
+            raise RouteError(Reply(451, "4.4.3", f"MX lookup for {dest.domain} failed: "
+                                   f"{e.__class__.__name__}")) from None
+        mxs: dict[int, list[str]] = {}
+        for rr in answer:
+            mxs.setdefault(rr.preference, []).append(rr.exchange.to_text(omit_final_dot=True))
+        if any(name in ("", ".") for names in mxs.values() for name in names):
+            raise RouteError(Reply(556, "5.1.10", f"domain {dest.domain} accepts no mail "
+                                   "(null MX, RFC 7505)"))
+        hosts: list[Host] = []
+        for pref in sorted(mxs):
+            names = mxs[pref]
+            random.shuffle(names)
+            for name in names:
+                try:
+                    hosts += [Host(name, a, port) for a in await self._addresses(name, dest.domain)]
+                except RouteError:
+                    continue  # try the other MX hosts
+        if not hosts:
+            raise RouteError(Reply(451, "4.4.3", f"no MX host of {dest.domain} has an address"))
+        return hosts
+
+    async def _addresses(self, name: str, domain: str) -> list[str]:
+        out: list[str] = []
+        missing = False
+        for rdtype in ("A", "AAAA"):
+            try:
+                answer = await self._resolver.resolve(name, rdtype)
+                out += [rr.address for rr in answer]
+            except dns.resolver.NXDOMAIN:
+                missing = True
+            except dns.resolver.NoAnswer:
+                continue
+            except dns.exception.DNSException as e:
+                raise RouteError(Reply(451, "4.4.3", f"address lookup for {name} failed: "
+                                       f"{e.__class__.__name__}")) from None
+        if not out:
+            code, status = (550, "5.1.2") if missing and name == domain else (451, "4.4.3")
+            raise RouteError(Reply(code, status, f"{name} has no address"))
+        return out
+
+
+async def _system_addresses(hop: HostPort) -> list[Host]:
+    """A configured next hop's name through the system resolver (so /etc/hosts counts).
+    Failure is always transient: a typo in the configuration must not bounce mail."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            hop.host, hop.port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise RouteError(Reply(451, "4.4.3", f"cannot resolve next hop {hop}: "
+                               f"{e.strerror or e}")) from None
+    seen: dict[str, None] = {str(info[4][0]): None for info in infos}
+    return [Host(hop.host, address, hop.port) for address in seen]
+
+
+def make_resolver(config: DeliverySection) -> dns.asyncresolver.Resolver:
+    if not config.dns_servers:
+        return dns.asyncresolver.Resolver()
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [dns.nameserver.Do53Nameserver(s.host, s.port)
+                            for s in config.dns_servers]
+    resolver.lifetime = 10.0
+    return resolver
+
+
+def _is_address(host: str) -> bool:
+    return dns.inet.is_address(host)

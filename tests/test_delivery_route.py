@@ -1,0 +1,197 @@
+"""Next hops from DNS (MX, implicit MX, null MX, NXDOMAIN) and the TLS policies."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import ssl
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from gateway.config.schema import DeliverySection
+from gateway.config.types import HostPort
+from gateway.delivery import RouteError, Router
+from gateway.envelope import Envelope
+from tests.delivery_sink import Sink
+from tests.test_delivery import DATA, delivery, gateway, parse_dsn, run, until
+
+# name → {rdtype: [rdata text]}; a name absent here is NXDOMAIN.
+ZONE = {
+    "mx.test.": {"MX": ["20 backup.mx.test.", "10 mail.mx.test."]},
+    "mail.mx.test.": {"A": ["127.0.0.1"]},
+    "backup.mx.test.": {"A": ["127.0.0.2"]},
+    "implicit.test.": {"A": ["127.0.0.1"]},
+    "null.test.": {"MX": ["0 ."]},
+}
+
+
+class DnsServer(asyncio.DatagramProtocol):
+    """Answers from ZONE over UDP on loopback."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.queries: list[str] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        query = dns.message.from_wire(data)
+        response = dns.message.make_response(query)
+        response.flags |= dns.flags.AA
+        q = query.question[0]
+        name, rdtype = q.name.to_text(), dns.rdatatype.to_text(q.rdtype)
+        self.queries.append(f"{name} {rdtype}")
+        if name not in ZONE:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+        elif rdtype in ZONE[name]:
+            response.answer.append(dns.rrset.from_text_list(name, 60, "IN", rdtype,
+                                                            ZONE[name][rdtype]))
+        self.transport.sendto(response.to_wire(), addr)  # type: ignore[attr-defined]
+
+
+async def dns_server() -> tuple[asyncio.DatagramTransport, DnsServer, int]:
+    transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
+        DnsServer, local_addr=("127.0.0.1", 0))
+    return transport, proto, transport.get_extra_info("sockname")[1]
+
+
+def test_mx_then_address_records(tmp_path: Path) -> None:
+    async def body() -> None:
+        transport, server, port = await dns_server()
+        try:
+            router = Router(delivery({}, dns_servers=(HostPort("127.0.0.1", port),),
+                                     smtp_port=2525))
+            hosts = await router.hosts(router.destination("u@mx.test"))
+            assert [(h.name, h.address, h.port) for h in hosts] == [
+                ("mail.mx.test", "127.0.0.1", 2525), ("backup.mx.test", "127.0.0.2", 2525)]
+            hosts = await router.hosts(router.destination("u@implicit.test"))
+            assert [(h.name, h.address) for h in hosts] == [("implicit.test", "127.0.0.1")]
+            assert "implicit.test. MX" in server.queries
+            hosts = await router.hosts(router.destination("u@[IPv6:::1]"))
+            assert [(h.address, h.port) for h in hosts] == [("::1", 2525)]
+            with pytest.raises(RouteError, match="bad address literal"):
+                await router.hosts(router.destination("u@[999.1.1.1]"))
+        finally:
+            transport.close()
+        named = Router(DeliverySection(transport=(("beta.test", HostPort("localhost", 2526)),)))
+        hosts = await named.hosts(named.destination("u@beta.test"))
+        assert ("127.0.0.1", 2526) in [(h.address, h.port) for h in hosts]  # /etc/hosts
+    run(body)
+
+
+def test_dns_routing_end_to_end_with_bounces(tmp_path: Path) -> None:
+    async def body() -> None:
+        transport, _, dns_port = await dns_server()
+        sink = await Sink().start()
+        config = delivery({"alpha.test": sink.port}, smtp_port=sink.port,
+                          dns_servers=(HostPort("127.0.0.1", dns_port),))
+        gw = await gateway(tmp_path, config)
+        await gw.spool.enqueue(Envelope("alice@alpha.test", (
+            "u@mx.test", "v@implicit.test", "w@null.test", "x@nx.test")), DATA)
+        await until(lambda: gw.spool.stats()["total"] == 0 and len(sink.messages) == 3)
+        await gw.stop()
+        await sink.stop()
+        transport.close()
+        delivered = sorted(r for m in sink.messages if m.mail_from for r in m.rcpts)
+        assert delivered == ["u@mx.test", "v@implicit.test"]
+        (bounce,) = [m for m in sink.messages if not m.mail_from]
+        _, blocks, _ = parse_dsn(bounce)
+        statuses = {b.split("\r\n")[0]: b for b in blocks}
+        assert "Status: 5.1.10" in statuses["Final-Recipient: rfc822; w@null.test"]
+        assert "Status: 5.1.2" in statuses["Final-Recipient: rfc822; x@nx.test"]
+    run(body)
+
+
+def write_pki(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A CA (written as PEM) and an SSL server context for 127.0.0.1 that it issued."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - dt.timedelta(hours=1))
+          .not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
+                                       False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                         critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    chain = tmp_path / "server.pem"
+    chain.write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(chain)
+    return ca_file, ctx
+
+
+@pytest.mark.parametrize(
+    ("policy", "offer_tls", "trust", "outcome"),
+    [
+        ("verify", True, True, "tls"),
+        ("required", True, False, "tls"),
+        ("opportunistic", True, False, "tls"),
+        ("opportunistic", False, False, "plain"),
+        ("none", True, True, "plain"),
+        ("required", False, False, "deferred"),
+        ("verify", True, False, "deferred"),  # a certificate we cannot verify
+        ("opportunistic", "broken", False, "plain"),  # RFC 7435: fall back to cleartext
+        ("required", "broken", False, "deferred"),
+    ],
+)
+def test_tls_policy(tmp_path: Path, policy: str, offer_tls: bool | str, trust: bool,
+                    outcome: str) -> None:
+    async def body() -> None:
+        ca_file, server_ctx = write_pki(tmp_path)
+        if offer_tls == "broken":  # offers STARTTLS, but has no certificate to shake on
+            server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        sink = await Sink(tls_context=server_ctx if offer_tls else None).start()
+        config = delivery({"beta.test": sink.port}, tls="none", retry_initial=60.0,
+                          tls_policy=(("beta.test", policy),),
+                          tls_ca_file=ca_file if trust else None)
+        gw = await gateway(tmp_path, config)
+        qid = await gw.spool.enqueue(Envelope("a@alpha.test", ("b@beta.test",)), DATA)
+
+        def settled() -> bool:
+            entry = gw.spool.get(qid)
+            return entry is None or entry.state.rcpts[0].attempts > 0
+
+        await until(settled)
+        entry = gw.spool.get(qid)
+        await gw.stop()
+        await sink.stop()
+        if outcome == "deferred":
+            assert sink.messages == []
+            assert entry is not None
+            assert entry.state.rcpts[0].reply.startswith("421 4.7.5")
+        else:
+            assert [m.tls for m in sink.messages] == [outcome == "tls"]
+            assert sink.messages[0].data == DATA
+    run(body)
+
+
+def test_unknown_tls_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"delivery\.tls_policy: 'beta\.test' has 'maybe'"):
+        Router(delivery({}, tls_policy=(("beta.test", "maybe"),)))
