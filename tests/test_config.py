@@ -76,3 +76,12 @@ def test_check_config_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_defaults_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "--defaults", "--directory"]) == 0
     assert tomllib.loads(capsys.readouterr().out)["server"]["listen"] == "127.0.0.1:8780"
+
+
+@pytest.mark.parametrize(("name", "cls"), [("gateway", GatewayConfig),
+                                           ("directory", DirectoryConfig)])
+def test_deploy_examples_are_the_table(name: str, cls: type) -> None:
+    """deploy/*.example.toml are made from the settings table; regenerate them with
+    `smimegate config --defaults [--directory] > deploy/NAME.example.toml`."""
+    example = Path(__file__).parent.parent / "deploy" / f"{name}.example.toml"
+    assert example.read_text() == render_defaults(cls)
