@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "gateway.cli.pki_cmd",
     "gateway.cli.demo_cmd",
     "gateway.smime.cli",
+    "gateway.run",
     "gateway.policy.cli",
     "gateway.directory.cli",
     "gateway.spool.cli",

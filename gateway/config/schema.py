@@ -44,6 +44,10 @@ class SmtpSection:
                                               "simultaneous sessions from one client address",
                                               minimum=1)
     max_sessions: int = setting(1000, "int", "simultaneous sessions in all", minimum=1)
+    max_data_memory: int = setting(
+        256 * 1024**2, "size",
+        "message data held in memory by all sessions together, from DATA to the spool "
+        "(452 4.3.1 past it)", unit="bytes", minimum=64 * 1024)
     tls_certificate: Path | None = setting(None, "path",
                                            "PEM certificate chain offered by STARTTLS")
     tls_key: Path | None = setting(None, "path", "PEM private key for STARTTLS")
@@ -77,6 +81,9 @@ class WorkersSection:
                              minimum=1)
     max_pending: int = setting(512, "int", "messages waiting for a worker before 451 4.3.2",
                                minimum=1)
+    batch_timeout: float = setting(60.0, "duration",
+                                   "a batch running longer has its worker killed and its "
+                                   "jobs retried", unit="seconds", minimum=0.1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,177 @@
+"""`smimegate run`: the gateway process — front end, workers, spool, delivery, admin.
+
+Starts the parts in the order data flows backwards (spool, workers, delivery, then the
+SMTP listener last, so nothing is accepted before it can be stored) and stops them in
+the reverse order on SIGTERM or SIGINT: stop listening, let messages past DATA reach
+the spool, stop the workers, let deliveries in flight finish, close the spool. Anything
+acknowledged and not delivered stays in the spool for the next start.
+
+Flags override the file (`-c gateway.toml`), which overrides the embedded defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from gateway.cli.errors import CliError
+from gateway.config import ConfigError, load_gateway_config
+from gateway.config.schema import GatewayConfig
+from gateway.delivery import DeliveryAgent
+from gateway.metrics.server import AdminServer
+from gateway.smtp import Acceptor, FrontEnd
+from gateway.spool import Spool, SpoolLocked
+from gateway.workers import IDENTITY, WorkerPool
+
+log = logging.getLogger("smimegate")
+
+
+class Gateway:
+    """Every part of one gateway process, started and stopped in order."""
+
+    def __init__(self, config: GatewayConfig, *, job_function: str = IDENTITY) -> None:
+        self.config = config
+        self.job_function = job_function
+        self.spool: Spool | None = None
+        self.pool: WorkerPool | None = None
+        self.delivery: DeliveryAgent | None = None
+        self.front: FrontEnd | None = None
+        self.admin: AdminServer | None = None
+
+    async def start(self) -> None:
+        c = self.config
+        try:
+            self.spool = await Spool.open(c.spool)
+            self.pool = WorkerPool(c.workers, job_function=self.job_function)
+            await self.pool.start()
+            self.delivery = DeliveryAgent(self.spool, c.delivery, hostname=c.smtp.hostname)
+            await self.delivery.start()
+            self.front = FrontEnd(c.smtp, Acceptor(self.pool, self.spool,
+                                                   hostname=c.smtp.hostname))
+            await self.front.start()
+            if c.admin.listen is not None:
+                self.admin = AdminServer(c.admin.listen, {
+                    "smtp": self._smtp_health, "workers": self._workers_health,
+                    "spool": self._spool_health})
+                await self.admin.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        if self.front is not None:
+            await self.front.stop()
+        if self.pool is not None:
+            await self.pool.stop()
+        if self.delivery is not None:
+            await self.delivery.stop()
+        if self.spool is not None:
+            await self.spool.close()
+        if self.admin is not None:
+            await self.admin.stop()
+        self.front = self.pool = self.delivery = self.spool = self.admin = None
+
+    def _smtp_health(self) -> tuple[bool, dict[str, object]]:
+        serving = self.front is not None and self.front.serving
+        return serving, {"listen": str(self.config.smtp.listen)}
+
+    def _workers_health(self) -> tuple[bool, dict[str, object]]:
+        if self.pool is None:
+            return False, {}
+        stats = self.pool.stats()
+        return stats["alive"] > 0, {**stats, "pids": self.pool.pids()}
+
+    def _spool_health(self) -> tuple[bool, dict[str, object]]:
+        if self.spool is None:
+            return False, {}
+        return True, {"has_room": self.spool.has_room(), **self.spool.stats()}
+
+
+async def serve(config: GatewayConfig) -> None:
+    """Run the gateway until SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gateway = Gateway(config)
+    await gateway.start()
+    assert gateway.front is not None
+    host, port = gateway.front.address
+    admin = f", admin http://{gateway.admin.address_text}/" if gateway.admin else ""
+    log.info("smimegate running: SMTP on %s:%d%s", host, port, admin)
+    try:
+        await stop.wait()
+    finally:
+        log.info("smimegate stopping")
+        await gateway.stop()
+
+
+# -- the command ---------------------------------------------------------------------------
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("run", help="run the gateway (SMTP front end, workers, spool, delivery)")
+    p.add_argument("-c", "--config", type=Path, metavar="FILE",
+                   help="gateway.toml (default: embedded defaults)")
+    p.add_argument("--listen", metavar="HOST:PORT", help="SMTP address (smtp.listen)")
+    p.add_argument("--admin", metavar="HOST:PORT",
+                   help="/metrics and /healthz address, \"\" for none (admin.listen)")
+    p.add_argument("--spool", metavar="DIR", help="spool directory (spool.directory)")
+    p.add_argument("--hostname", help="name in greeting and Received (smtp.hostname)")
+    p.add_argument("--trusted-network", metavar="CIDR", action="append",
+                   help="may relay anywhere; repeatable (smtp.trusted_networks)")
+    p.add_argument("--local-domain", metavar="D", action="append",
+                   help="anyone may send to it; repeatable (smtp.local_domains)")
+    p.add_argument("--transport", metavar="DOMAIN=HOST:PORT", action="append",
+                   help="next hop for a domain; repeatable (delivery.transport)")
+    p.add_argument("--relayhost", metavar="HOST:PORT",
+                   help="next hop for every other domain (delivery.relayhost)")
+    p.add_argument("--workers", metavar="N", type=int, help="worker processes (workers.processes)")
+    p.set_defaults(handler=run_command)
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, object]:
+    """Dotted-key overrides from the flags given (raw values; the loader converts)."""
+    out: dict[str, object] = {}
+    simple = {"listen": "smtp.listen", "admin": "admin.listen", "spool": "spool.directory",
+              "hostname": "smtp.hostname", "relayhost": "delivery.relayhost",
+              "workers": "workers.processes", "trusted_network": "smtp.trusted_networks",
+              "local_domain": "smtp.local_domains"}
+    for attr, key in simple.items():
+        value = getattr(args, attr)
+        if value is not None:
+            out[key] = value
+    if args.transport:
+        table: dict[str, str] = {}
+        for item in args.transport:
+            domain, eq, hop = item.partition("=")
+            if not eq or not domain or not hop:
+                raise CliError(f"--transport: expected DOMAIN=HOST:PORT, got {item!r}")
+            table[domain] = hop
+        out["delivery.transport"] = table
+    return out
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_gateway_config(args.config, overrides=overrides_from(args))
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+    logging.basicConfig(level=config.log.level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if config.log.level != "debug":
+        # aiosmtpd logs every connection and command at INFO: too much, and costly.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+    try:
+        uvloop.run(serve(config))
+    except SpoolLocked as e:
+        raise CliError(f"spool {config.spool.directory}: {e}") from None
+    except OSError as e:
+        raise CliError(f"cannot start: {e}") from None
+    return 0

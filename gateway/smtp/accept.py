@@ -1,0 +1,94 @@
+"""From the end of DATA to the reply: workers, then the spool, then `250 ... queued as`.
+
+The front end's only path to the 250 (DESIGN.md, process model): the message goes to
+the worker pool (batched there with others), each recipient group the workers return is
+written to the spool, and the reply names the queue IDs only after `Spool.enqueue`
+returned, i.e. after the group commit's fsync. A full spool or pool is 451 4.3.2, a
+failure on the way 451 4.3.0: the client keeps the message and retries.
+
+It also writes the Received trace header (RFC 5321 §4.4) the relay must add.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import logging
+import time
+from typing import Protocol
+
+from gateway import metrics
+from gateway.envelope import LOCAL_ERROR, SYSTEM_BUSY, Envelope, Reply, ReplyError
+from gateway.smtp.replies import queued, reason
+from gateway.workers.jobs import Job, Result
+
+log = logging.getLogger(__name__)
+
+
+class Store(Protocol):
+    """What the front end needs of the spool (gateway.spool.Spool provides it)."""
+
+    def has_room(self) -> bool: ...
+
+    async def enqueue(self, envelope: Envelope, data: bytes) -> str: ...
+
+
+class Processor(Protocol):
+    """What the front end needs of the processing stage (gateway.workers.WorkerPool)."""
+
+    def has_room(self) -> bool: ...
+
+    async def run(self, job: Job) -> Result: ...
+
+
+class Acceptor:
+    """Turns an accepted DATA body into spool entries and the session's reply."""
+
+    def __init__(self, processor: Processor, store: Store, *, hostname: str) -> None:
+        self.processor = processor
+        self.store = store
+        self.hostname = hostname
+
+    def has_room(self) -> bool:
+        """False when new mail should get 451 4.3.2 (backpressure)."""
+        return self.store.has_room() and self.processor.has_room()
+
+    def received(self, envelope: Envelope, *, tls: bool) -> bytes:
+        """The Received header this hop adds (RFC 5321 §4.4, RFC 5322 §3.6.7)."""
+        helo = envelope.helo or "unknown"
+        via = "ESMTPS" if tls else "ESMTP"
+        date = email.utils.formatdate(envelope.received_at or None, localtime=True)
+        # One recipient is named, as most MTAs do; more would leak the envelope.
+        rcpt = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
+        return (f"Received: from {helo} ([{envelope.client_address}])\r\n"
+                f"\tby {self.hostname} (smimegate) with {via}{rcpt};\r\n"
+                f"\t{date}\r\n").encode("ascii", "replace")
+
+    async def accept(self, envelope: Envelope, data: bytes) -> Reply:
+        """The reply to the end of DATA; the message is on disk if it is a 250."""
+        started = time.perf_counter()
+        try:
+            if not self.store.has_room():
+                raise ReplyError(SYSTEM_BUSY)
+            result = await self.processor.run(Job(envelope, data))
+            if result.refusal is not None:
+                raise ReplyError(result.refusal)
+            ids = []
+            for output in result.outputs:
+                group = dataclasses.replace(envelope, rcpt_tos=output.rcpt_tos)
+                ids.append(await self.store.enqueue(group, output.data))
+        except ReplyError as e:
+            metrics.REFUSED.labels(reason(e.reply)).inc()
+            return e.reply
+        except Exception as e:
+            # The client keeps the message and retries; the log says why (no traceback
+            # for the expected kind: a full or failing disk).
+            log.error("cannot accept a message from %s: %r", envelope.client_address, e,
+                      exc_info=not isinstance(e, OSError))
+            metrics.REFUSED.labels("local_error").inc()
+            return LOCAL_ERROR
+        metrics.ACCEPTED.inc()
+        metrics.MESSAGE_BYTES.observe(len(data))
+        metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+        return queued(ids)
+

@@ -1,0 +1,73 @@
+"""The records that cross the process boundary between the front end and the workers.
+
+A job is one message as the SMTP session received it; its result is what goes to the
+spool: one or more recipient groups, each with the bytes to deliver to them (the crypto
+work of later stages splits recipients by certificate), or a refusal that becomes the
+session's reply. Only these small frozen records cross processes (STYLE.md habit 6).
+
+The job function is pluggable: workers import it by name ("module:function") so the
+spawned processes need nothing pickled but the name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.envelope import Envelope, Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One message to process: its envelope and its content (CRLF line ends, unstuffed)."""
+
+    envelope: Envelope
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """What to queue for one group of recipients."""
+
+    rcpt_tos: tuple[str, ...]
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A job's outcome: outputs to queue, or a refusal reply for the SMTP session."""
+
+    outputs: tuple[Output, ...] = ()
+    refusal: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """What a worker reports with each batch's results (for metrics)."""
+
+    pid: int
+    busy_seconds: float  # wall time spent running the batch's jobs
+    cpu_seconds: float  # process CPU time spent on them
+    failed: int  # jobs whose function raised
+
+
+JobFunction = Callable[[Job], Result]
+
+IDENTITY = "gateway.workers.jobs:identity"
+
+
+def identity(job: Job) -> Result:
+    """The relay's job until the crypto stages plug in: the message passes unchanged."""
+    return Result(outputs=(Output(job.envelope.rcpt_tos, job.data),))
+
+
+def resolve(name: str) -> JobFunction:
+    """The job function called `name` ("package.module:function")."""
+    module_name, sep, attr = name.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"job function must be written module:function, got {name!r}")
+    function = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(function):
+        raise ValueError(f"{name!r} is not a function")
+    return function  # type: ignore[no-any-return]
