@@ -16,14 +16,14 @@ from gateway.cli.errors import CliError
 
 # Modules with a `register(subparsers)` function, in the order their commands are listed.
 COMMAND_MODULES = (
-    "gateway.cli.config_cmd",
-    "gateway.cli.pki_cmd",
-    "gateway.cli.demo_cmd",
-    "gateway.smime.cli",
     "gateway.run",
-    "gateway.policy.cli",
-    "gateway.directory.cli",
     "gateway.spool.cli",
+    "gateway.policy.cli",
+    "gateway.smime.cli",
+    "gateway.directory.cli",
+    "gateway.cli.pki_cmd",
+    "gateway.cli.config_cmd",
+    "gateway.cli.demo_cmd",
 )
 
 Handler = Callable[[argparse.Namespace], int]
