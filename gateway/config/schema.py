@@ -195,6 +195,38 @@ class CacheSection:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundRevocationSection:
+    mode: str = setting(
+        "soft", "str",
+        "revocation checking of inbound signers (gateway.revocation): strict makes an "
+        "unanswered check a temperror, soft passes it with a note in Authentication-Results "
+        "(a revoked signer fails either way), off does not ask. Default soft: strict turns "
+        "any outage of a verification server into held mail for every sender, while soft "
+        "still catches every revocation a server does answer and never hides that it could "
+        "not ask", choices=("strict", "soft", "off"))
+    servers: tuple[tuple[str, str], ...] = setting(
+        (), "str-map",
+        "OCSP verification server per issuing CA, keyed by the CA's subject (RFC 4514) or "
+        "its certificate's SHA-256 fingerprint (hex), e.g. \"CN=Example CA,O=Example\" = "
+        "\"http://directory.example:8780/ocsp\"; other CAs: the certificate's own OCSP URL")
+    use_aia: bool = setting(True, "bool",
+                            "ask the OCSP URL in the certificate (AIA, http only) when no "
+                            "server is configured for its issuer")
+    timeout: float = setting(3.0, "duration", "timeout of one OCSP request", unit="seconds",
+                             minimum=0.1)
+    cache_max: float = setting(3600.0, "duration",
+                               "longest an OCSP answer is reused (less when its nextUpdate "
+                               "is sooner)", unit="seconds", minimum=0)
+    failure_cache: float = setting(30.0, "duration",
+                                   "how long a failed lookup is remembered, so a down server "
+                                   "does not cost a timeout per message", unit="seconds",
+                                   minimum=0)
+    clock_skew: float = setting(300.0, "duration",
+                                "allowance for clock differences when checking an answer's "
+                                "thisUpdate and nextUpdate", unit="seconds", minimum=0)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything `smimegate run` reads from gateway.toml."""
 
@@ -207,6 +239,8 @@ class GatewayConfig:
     log: LogSection = field(default_factory=LogSection)
     policy: PolicySection = field(default_factory=PolicySection)
     cache: CacheSection = field(default_factory=CacheSection)
+    revocation: InboundRevocationSection = field(
+        default_factory=InboundRevocationSection)
 
 
 @dataclass(frozen=True, slots=True)
