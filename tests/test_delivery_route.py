@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import ipaddress
 import ssl
 from pathlib import Path
 
-import dns.flags
-import dns.message
-import dns.rcode
-import dns.rrset
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -23,52 +18,23 @@ from gateway.config.types import HostPort
 from gateway.delivery import RouteError, Router
 from gateway.envelope import Envelope
 from tests.delivery_sink import Sink
+from tests.dns_support import DnsServer, Zone
 from tests.test_delivery import DATA, delivery, gateway, parse_dsn, run, until
 
-# name → {rdtype: [rdata text]}; a name absent here is NXDOMAIN.
-ZONE = {
+ZONE = Zone(records={
     "mx.test.": {"MX": ["20 backup.mx.test.", "10 mail.mx.test."]},
     "mail.mx.test.": {"A": ["127.0.0.1"]},
     "backup.mx.test.": {"A": ["127.0.0.2"]},
     "implicit.test.": {"A": ["127.0.0.1"]},
     "null.test.": {"MX": ["0 ."]},
-}
-
-
-class DnsServer(asyncio.DatagramProtocol):
-    """Answers from ZONE over UDP on loopback."""
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport
-        self.queries: list[str] = []
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        query = dns.message.from_wire(data)
-        response = dns.message.make_response(query)
-        response.flags |= dns.flags.AA
-        q = query.question[0]
-        name, rdtype = q.name.to_text(), dns.rdatatype.to_text(q.rdtype)
-        self.queries.append(f"{name} {rdtype}")
-        if name not in ZONE:
-            response.set_rcode(dns.rcode.NXDOMAIN)
-        elif rdtype in ZONE[name]:
-            response.answer.append(dns.rrset.from_text_list(name, 60, "IN", rdtype,
-                                                            ZONE[name][rdtype]))
-        self.transport.sendto(response.to_wire(), addr)  # type: ignore[attr-defined]
-
-
-async def dns_server() -> tuple[asyncio.DatagramTransport, DnsServer, int]:
-    transport, proto = await asyncio.get_running_loop().create_datagram_endpoint(
-        DnsServer, local_addr=("127.0.0.1", 0))
-    return transport, proto, transport.get_extra_info("sockname")[1]
+})
 
 
 def test_mx_then_address_records(tmp_path: Path) -> None:
     async def body() -> None:
-        transport, server, port = await dns_server()
+        server = await DnsServer(ZONE).start()
         try:
-            router = Router(delivery({}, dns_servers=(HostPort("127.0.0.1", port),),
-                                     smtp_port=2525))
+            router = Router(delivery({}, dns_servers=(server.hostport,), smtp_port=2525))
             hosts = await router.hosts(router.destination("u@mx.test"))
             assert [(h.name, h.address, h.port) for h in hosts] == [
                 ("mail.mx.test", "127.0.0.1", 2525), ("backup.mx.test", "127.0.0.2", 2525)]
@@ -80,7 +46,7 @@ def test_mx_then_address_records(tmp_path: Path) -> None:
             with pytest.raises(RouteError, match="bad address literal"):
                 await router.hosts(router.destination("u@[999.1.1.1]"))
         finally:
-            transport.close()
+            server.close()
         named = Router(DeliverySection(transport=(("beta.test", HostPort("localhost", 2526)),)))
         hosts = await named.hosts(named.destination("u@beta.test"))
         assert ("127.0.0.1", 2526) in [(h.address, h.port) for h in hosts]  # /etc/hosts
@@ -89,17 +55,17 @@ def test_mx_then_address_records(tmp_path: Path) -> None:
 
 def test_dns_routing_end_to_end_with_bounces(tmp_path: Path) -> None:
     async def body() -> None:
-        transport, _, dns_port = await dns_server()
+        dns_server = await DnsServer(ZONE).start()
         sink = await Sink().start()
         config = delivery({"alpha.test": sink.port}, smtp_port=sink.port,
-                          dns_servers=(HostPort("127.0.0.1", dns_port),))
+                          dns_servers=(dns_server.hostport,))
         gw = await gateway(tmp_path, config)
         await gw.spool.enqueue(Envelope("alice@alpha.test", (
             "u@mx.test", "v@implicit.test", "w@null.test", "x@nx.test")), DATA)
         await until(lambda: gw.spool.stats()["total"] == 0 and len(sink.messages) == 3)
         await gw.stop()
         await sink.stop()
-        transport.close()
+        dns_server.close()
         delivered = sorted(r for m in sink.messages if m.mail_from for r in m.rcpts)
         assert delivered == ["u@mx.test", "v@implicit.test"]
         (bounce,) = [m for m in sink.messages if not m.mail_from]
