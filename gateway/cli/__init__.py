@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "gateway.policy.cli",
     "gateway.smime.cli",
     "gateway.directory.cli",
+    "gateway.lookup.cli",
     "gateway.cli.pki_cmd",
     "gateway.cli.config_cmd",
     "gateway.cli.demo_cmd",

@@ -227,6 +227,43 @@ class InboundRevocationSection:
 
 
 @dataclass(frozen=True, slots=True)
+class LookupSection:
+    directories: tuple[tuple[str, str], ...] = setting(
+        (), "str-map",
+        "directory base URL per recipient domain, tried before DNS, e.g. "
+        "\"beta.test\" = \"https://directory.beta.test\"")
+    default_directories: tuple[str, ...] = setting(
+        (), "str-list", "directory base URLs asked for domains with no entry above and no "
+        "_PKIXREP SRV record (RFC 4386), in order")
+    srv: bool = setting(True, "bool", "look for a domain's directory in DNS (_PKIXREP._http SRV)")
+    dane: bool = setting(False, "bool", "also look for user certificates in DNS SMIMEA records "
+                         "(RFC 8162); they must pass the trust gate like any other")
+    dns_servers: tuple[HostPort, ...] = setting(
+        (), "hostport-list", "resolvers for SRV and SMIMEA lookups; empty means /etc/resolv.conf")
+    dns_timeout: float = setting(3.0, "duration", "time allowed for one DNS lookup",
+                                 unit="seconds", minimum=0.01)
+    timeout: float = setting(5.0, "duration", "time allowed for one directory request",
+                             unit="seconds", minimum=0.01)
+    retries: int = setting(2, "int", "further tries of a directory request that failed for a "
+                           "reason that may pass (no answer, timeout, 5xx)", minimum=0,
+                           maximum=10)
+    batch_window: float = setting(0.002, "duration", "while a request to a directory is in "
+                                  "flight, how long further asks are gathered into one POST "
+                                  "/v1/lookup (an idle directory is asked at once)",
+                                  unit="seconds")
+    max_answer: int = setting(4 * 1024**2, "size", "largest directory answer read",
+                              unit="bytes", minimum=1024)
+    positive_ttl: float = setting(3600.0, "duration", "how long found certificates are cached "
+                                  "(never past a certificate's expiry)", unit="seconds",
+                                  minimum=1)
+    negative_ttl: float = setting(300.0, "duration", "how long \"no usable certificate\" is "
+                                  "cached", unit="seconds", minimum=1)
+    stale_bound: float = setting(3600.0, "duration", "how long past its expiry an entry is "
+                                 "still used while a refresh runs or the directory is down "
+                                 "(0: never)", unit="seconds")
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything `smimegate run` reads from gateway.toml."""
 
@@ -239,6 +276,7 @@ class GatewayConfig:
     log: LogSection = field(default_factory=LogSection)
     policy: PolicySection = field(default_factory=PolicySection)
     cache: CacheSection = field(default_factory=CacheSection)
+    lookup: LookupSection = field(default_factory=LookupSection)
     revocation: InboundRevocationSection = field(
         default_factory=InboundRevocationSection)
 
