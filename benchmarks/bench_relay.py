@@ -301,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-smtp-source", action="store_true")
     p.add_argument("--drain-timeout", type=float, default=20.0,
                    help="stop waiting for delivery after this long without progress, s")
+    p.add_argument("--spool-sync", choices=("fsync", "syncfs"), default="fsync",
+                   help="smimegate's spool.sync: fsync every file (default) or one syncfs(2) "
+                        "per commit round")
     p.add_argument("--json", default=None, metavar="PATH")
     args = p.parse_args(argv)
     args.quick = not args.full
@@ -335,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         t.relay.stop()
                 targets = [t for t in targets if t.name != "postfix"]
         if smimegate_cmd is not None:
-            sg = Smimegate(smimegate_cmd, free_port(), sink.port, (RCPT_DOMAIN, SENDER_DOMAIN))
+            sg = Smimegate(smimegate_cmd, free_port(), sink.port, (RCPT_DOMAIN, SENDER_DOMAIN),
+                           extra_config=f'[spool]\nsync = "{args.spool_sync}"\n')
             targets.append(Target("smimegate", sg.port, sg))
             try:
                 sg.start()
