@@ -65,17 +65,21 @@ class GatewayProcess:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=log, stderr=log)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        # The admin server starts after the SMTP listener: wait for both, or a test that
+        # asks /healthz right after start races it.
+        waiting = [self.port, self.admin_port]
+        while waiting and time.monotonic() < deadline:
             assert self.proc.poll() is None, self.log.read_text()[-2000:]
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                _, writer = await asyncio.open_connection("127.0.0.1", waiting[0])
             except OSError:
                 await asyncio.sleep(0.05)
                 continue
             writer.close()
             await writer.wait_closed()
-            return
-        raise AssertionError("gateway did not start: " + self.log.read_text()[-2000:])
+            waiting.pop(0)
+        if waiting:
+            raise AssertionError("gateway did not start: " + self.log.read_text()[-2000:])
 
     def kill(self) -> None:
         assert self.proc is not None
