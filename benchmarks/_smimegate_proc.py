@@ -57,8 +57,11 @@ class Smimegate:
     """`smimegate run` on 127.0.0.1 with a temp spool, every domain routed to the sink."""
 
     def __init__(self, cmd: list[str], port: int, sink_port: int,
-                 domains: tuple[str, ...]) -> None:
+                 domains: tuple[str, ...], *, extra_config: str = "",
+                 workers: int = 0) -> None:
         self.cmd = cmd
+        self.extra_config = extra_config  # more gateway.toml (e.g. [keys], [lookup])
+        self.workers = workers  # 0: the gateway's default
         self.domains = domains
         self.port = port
         self.sink_port = sink_port
@@ -71,10 +74,12 @@ class Smimegate:
         # Every session of the benchmark comes from 127.0.0.1; Postfix exempts its
         # mynetworks from its per-client limits, so the gateway gets the same room.
         config = self.root / "gateway.toml"
-        config.write_text("[smtp]\nmax_connections_per_client = 10000\n")
+        config.write_text("[smtp]\nmax_connections_per_client = 10000\n"
+                          + self.extra_config)
         args = [*self.cmd, "-c", str(config), "--listen", f"127.0.0.1:{self.port}",
                 "--admin", f"127.0.0.1:{self.admin_port}", "--spool", str(self.root / "spool"),
                 "--trusted-network", "127.0.0.0/8",
+                *(["--workers", str(self.workers)] if self.workers else []),
                 *(arg for d in self.domains for arg in ("--transport", f"{d}={sink}"))]
         self.log = (self.root / "smimegate.log").open("wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,

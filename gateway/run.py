@@ -7,6 +7,12 @@ the spool, stop the workers, let deliveries in flight finish, close the spool. A
 acknowledged and not delivered stays in the spool for the next start.
 
 Flags override the file (`-c gateway.toml`), which overrides the embedded defaults.
+
+With `[keys]` certificates and trust anchors and a `[lookup]` source configured, the
+outbound path is wired in (gateway/outbound): the front end creates the shared-memory
+certificate cache and the CertificateResolver and looks certificates up at RCPT; the
+workers run the crypto job, attached to the same cache. Without them the relay passes
+messages unchanged.
 """
 
 from __future__ import annotations
@@ -25,20 +31,34 @@ from gateway.cli.errors import CliError
 from gateway.config import ConfigError, load_gateway_config
 from gateway.config.schema import GatewayConfig
 from gateway.delivery import DeliveryAgent
+from gateway.keys import KeyMaterialError, load_trust_anchors
+from gateway.lookup._cache_py import CertCache as CertCacheType
+from gateway.lookup.cache import CertCache
+from gateway.lookup.resolver import CertificateResolver
 from gateway.metrics.server import AdminServer
+from gateway.outbound import metrics as outbound_metrics
+from gateway.outbound.context import WorkerContext, load, outbound_configured
+from gateway.outbound.readiness import CertificateReadiness
 from gateway.smtp import Acceptor, FrontEnd
 from gateway.spool import Spool, SpoolLocked
 from gateway.workers import IDENTITY, WorkerPool
 
 log = logging.getLogger("smimegate")
 
+OUTBOUND_JOB = "gateway.outbound.job:process"
+OUTBOUND_INIT = "gateway.outbound.context:init_worker"
+
 
 class Gateway:
     """Every part of one gateway process, started and stopped in order."""
 
-    def __init__(self, config: GatewayConfig, *, job_function: str = IDENTITY) -> None:
+    def __init__(self, config: GatewayConfig, *, job_function: str | None = None) -> None:
+        """job_function None: the outbound crypto job when configured, else identity."""
         self.config = config
-        self.job_function = job_function
+        self.outbound = job_function is None and outbound_configured(config)
+        self.job_function = job_function or (OUTBOUND_JOB if self.outbound else IDENTITY)
+        self.cache: CertCacheType | None = None
+        self.resolver: CertificateResolver | None = None
         self.spool: Spool | None = None
         self.pool: WorkerPool | None = None
         self.delivery: DeliveryAgent | None = None
@@ -48,26 +68,51 @@ class Gateway:
     async def start(self) -> None:
         c = self.config
         try:
+            readiness = self._start_outbound() if self.outbound else None
             self.spool = await Spool.open(c.spool)
-            self.pool = WorkerPool(c.workers, job_function=self.job_function)
+            self.pool = WorkerPool(
+                c.workers, job_function=self.job_function,
+                initializer=OUTBOUND_INIT if self.outbound else None,
+                init_arg=WorkerContext.of(c) if self.outbound else None,
+                on_counts=outbound_metrics.apply if self.outbound else None)
             await self.pool.start()
             self.delivery = DeliveryAgent(self.spool, c.delivery, hostname=c.smtp.hostname)
             await self.delivery.start()
-            self.front = FrontEnd(c.smtp, Acceptor(self.pool, self.spool,
-                                                   hostname=c.smtp.hostname))
-            await self.front.start()
+            # The admin server comes up before the SMTP listener: once mail is accepted,
+            # /metrics and /healthz answer (503 until the listener is serving).
             if c.admin.listen is not None:
                 self.admin = AdminServer(c.admin.listen, {
                     "smtp": self._smtp_health, "workers": self._workers_health,
                     "spool": self._spool_health})
                 await self.admin.start()
+            self.front = FrontEnd(c.smtp, Acceptor(self.pool, self.spool,
+                                                   hostname=c.smtp.hostname),
+                                  outbound_check=readiness.check if readiness else None)
+            await self.front.start()
         except BaseException:
             await self.stop()
             raise
 
+    def _start_outbound(self) -> CertificateReadiness:
+        """Check the keys load (a precise error now, not a worker that will not start),
+        create the certificate cache the workers attach to, and the resolver."""
+        c = self.config
+        load(WorkerContext.of(c), attach=False)
+        anchors = load_trust_anchors(c.keys.trust_anchors)
+        self.cache = CertCache.create(c.cache.name, c.cache.entries, c.cache.arena)
+        self.resolver = CertificateResolver(c.lookup, anchors=anchors, cache=self.cache)
+        # RCPT waits for one directory request (and one DNS step when discovery uses
+        # DNS). A lookup that needs longer (its retries) is 451 4.4.3 at RCPT and goes on
+        # in the background, so the client's retry finds its answer in the cache.
+        dns = c.lookup.dns_timeout if c.lookup.srv or c.lookup.dane else 0.0
+        return CertificateReadiness(self.resolver, c.lookup.timeout + dns)
+
     async def stop(self) -> None:
         if self.front is not None:
             await self.front.stop()
+        if self.resolver is not None:
+            await self.resolver.close()
+            self.resolver = None
         if self.pool is not None:
             await self.pool.stop()
         if self.delivery is not None:
@@ -76,6 +121,10 @@ class Gateway:
             await self.spool.close()
         if self.admin is not None:
             await self.admin.stop()
+        if self.cache is not None:
+            self.cache.unlink()
+            self.cache.close()
+            self.cache = None
         self.front = self.pool = self.delivery = self.spool = self.admin = None
 
     def _smtp_health(self) -> tuple[bool, dict[str, object]]:
@@ -172,6 +221,8 @@ def run_command(args: argparse.Namespace) -> int:
         uvloop.run(serve(config))
     except SpoolLocked as e:
         raise CliError(f"spool {config.spool.directory}: {e}") from None
+    except KeyMaterialError as e:
+        raise CliError(f"keys: {e}") from None
     except OSError as e:
         raise CliError(f"cannot start: {e}") from None
     return 0

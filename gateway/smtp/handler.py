@@ -9,10 +9,11 @@ applies the recipient limit (452 4.5.3, RFC 5321 §4.5.3.1.8) and relay control.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway import metrics
-from gateway.envelope import SYSTEM_BUSY, TOO_MANY_RECIPIENTS, Reply
+from gateway.envelope import SYSTEM_BUSY, TOO_MANY_RECIPIENTS, Reply, domain_of
 from gateway.smtp.relay import RelayPolicy
 from gateway.smtp.replies import BAD_RECIPIENT, BAD_SENDER, OK_MAIL, OK_RCPT, reason
 
@@ -31,6 +32,11 @@ def is_mailbox(address: str) -> bool:
     return len(address) <= 254 and _MAILBOX.fullmatch(address) is not None
 
 
+# An extra RCPT check for recipients outside local_domains, run after relay control
+# (e.g. gateway.outbound.readiness: the certificate lookup); None or the refusal.
+RcptCheck = Callable[[str], Awaitable[Reply | None]]
+
+
 def _refuse(reply: Reply) -> str:
     metrics.REFUSED.labels(reason(reply)).inc()
     return str(reply)
@@ -39,9 +45,11 @@ def _refuse(reply: Reply) -> str:
 class Handler:
     """Hooks called by every Session; holds nothing per session."""
 
-    def __init__(self, front: FrontEnd, relay: RelayPolicy) -> None:
+    def __init__(self, front: FrontEnd, relay: RelayPolicy,
+                 outbound_check: RcptCheck | None = None) -> None:
         self.front = front
         self.relay = relay
+        self.outbound_check = outbound_check
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -69,6 +77,10 @@ class Handler:
         refusal = self.relay.check(trusted, address)
         if refusal is not None:
             return _refuse(refusal)
+        if self.outbound_check is not None and not self.relay.is_local(domain_of(address)):
+            refusal = await self.outbound_check(address)
+            if refusal is not None:
+                return _refuse(refusal)
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return str(OK_RCPT)

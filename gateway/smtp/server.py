@@ -20,7 +20,7 @@ from gateway.config.schema import SmtpSection
 from gateway.envelope import TOO_MANY_CONNECTIONS, Reply
 from gateway.smtp.accept import Acceptor
 from gateway.smtp.data import MemoryBudget
-from gateway.smtp.handler import Handler
+from gateway.smtp.handler import Handler, RcptCheck
 from gateway.smtp.relay import RelayPolicy
 from gateway.smtp.replies import SHUTTING_DOWN, TOO_MANY_SESSIONS
 from gateway.smtp.session import Session
@@ -40,10 +40,12 @@ def tls_context(config: SmtpSection) -> ssl.SSLContext | None:
 
 
 class FrontEnd:
-    def __init__(self, config: SmtpSection, acceptor: Acceptor) -> None:
+    def __init__(self, config: SmtpSection, acceptor: Acceptor, *,
+                 outbound_check: RcptCheck | None = None) -> None:
         self.config = config
         self.acceptor = acceptor
-        self.handler = Handler(self, RelayPolicy(config.trusted_networks, config.local_domains))
+        self.handler = Handler(self, RelayPolicy(config.trusted_networks, config.local_domains),
+                               outbound_check)
         self._tls = tls_context(config)
         self.memory = MemoryBudget(config.max_data_memory)
         metrics.DATA_MEMORY.set_function(lambda: self.memory.used)

@@ -25,12 +25,17 @@ from gateway.workers.jobs import Job, Result, WorkerStats, resolve
 log = logging.getLogger(__name__)
 
 
-def worker_main(sock: socket.socket, job_function: str) -> None:
+def worker_main(sock: socket.socket, job_function: str, initializer: str | None = None,
+                init_arg: object = None) -> None:
     """Entry point of a worker process (started by multiprocessing with spawn)."""
     # The parent decides when workers stop (it closes the socket); a Ctrl-C sent to the
     # whole process group must not kill a worker in the middle of a batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     function = resolve(job_function)
+    if initializer is not None:
+        # Before "ready": a worker that cannot load its keys never takes a job, and the
+        # pool's start() reports that it failed to start.
+        resolve(initializer)(init_arg)  # type: ignore[arg-type]
     conn = Connection(sock.detach())
     pid = os.getpid()
     conn.send_bytes(pickle.dumps(pid))  # "ready": the parent's start() waits for this

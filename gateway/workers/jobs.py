@@ -40,6 +40,9 @@ class Result:
 
     outputs: tuple[Output, ...] = ()
     refusal: Reply | None = None
+    # Metric increments the job made, (counter name, label values, amount): a worker's
+    # own registry is never scraped, so the pool hands these to its on_counts hook.
+    counts: tuple[tuple[str, tuple[str, ...], float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

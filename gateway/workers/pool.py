@@ -24,6 +24,7 @@ import multiprocessing.context
 import os
 import pickle
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
@@ -40,6 +41,9 @@ MAX_ATTEMPTS = 3  # crashes a job may be part of before it is refused
 # Message bytes per round trip: past this a batch closes early, so one IPC frame (and the
 # copy pickling makes of it on the event loop) stays small whatever the message sizes.
 BATCH_BYTES = 8 * 1024 * 1024
+
+
+CountsHook = Callable[[tuple[tuple[str, tuple[str, ...], float], ...]], None]
 
 
 @dataclass(slots=True, eq=False)
@@ -74,8 +78,16 @@ class WorkerPool:
     """N worker processes fed from one bounded queue of jobs."""
 
     def __init__(self, config: WorkersSection, *, job_function: str = IDENTITY,
-                 start_method: str = "spawn") -> None:
+                 start_method: str = "spawn", initializer: str | None = None,
+                 init_arg: object = None, on_counts: CountsHook | None = None) -> None:
         resolve(job_function)  # fail here, with the name, rather than in every worker
+        if initializer is not None:
+            resolve(initializer)
+        # Called once in each worker before its first job ("module:function", given
+        # init_arg, a small frozen picklable record): loads keys and attaches caches.
+        self.initializer = initializer
+        self.init_arg = init_arg
+        self.on_counts = on_counts  # applies Result.counts to the front end's metrics
         self.processes = config.processes or os.cpu_count() or 1
         self.max_batch = config.max_batch
         self.max_pending = config.max_pending
@@ -157,7 +169,9 @@ class WorkerPool:
     async def _spawn(self) -> _Worker:
         parent_sock, child_sock = socket.socketpair()
         process = self._context.Process(target=worker_main, name="smimegate-worker",
-                                        args=(child_sock, self.job_function), daemon=True)
+                                        args=(child_sock, self.job_function,
+                                              self.initializer, self.init_arg),
+                                        daemon=True)
         try:
             process.start()
         finally:
@@ -257,6 +271,8 @@ class WorkerPool:
         for seq, result in results:
             item = by_seq.pop(seq)
             metrics.WORKER_JOBS.labels("refused" if result.refusal else "ok").inc()
+            if result.counts and self.on_counts is not None:
+                self.on_counts(result.counts)
             if not item.future.done():
                 item.future.set_result(result)
         batch.clear()  # all answered: nothing to requeue if we are cancelled now

@@ -1,0 +1,229 @@
+"""The crypto job: one message in, one signed and encrypted copy per recipient group out.
+
+Job function "gateway.outbound.job:process" (initializer context.init_worker). Per
+message (DESIGN.md, process model; RFC 8551 for what is written):
+1. Recipients in `smtp.local_domains` are inbound mail and pass unchanged (one group).
+2. The rest: the MIME scanner gives MessageFacts; policy decides per recipient
+   (gateway/policy/engine.py); recipients are grouped by decision and certificate set
+   (one envelope for recipients that share both).
+3. Per group: strip the subject keywords the decision names; sign (RFC 8551 §3.5) with
+   the sender domain's identity ("domain"), the sender's own ("sender") or the one a
+   rule names (an address or a domain), unless sign = "never" or the input is already
+   signed or encrypted; then encrypt (RFC 8551 §3.3) to the recipients' certificates
+   from the shared-memory cache with the decision's cipher. Input that is already
+   encrypted is passed on as it is (if_encrypted = "skip").
+4. No usable certificate → the decision's fallback: "plain" sends the signed copy
+   unencrypted; "defer" refuses 451 4.7.0; "reject" refuses 550 5.7.1; "tls-only" and
+   "quarantine" are not available yet and act as "defer". Since the result is per
+   message, one group that must be refused refuses the whole message (replies.py says
+   which reply wins). Every decision and fallback is logged with the Message-ID and
+   counted (gateway/outbound/metrics.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import logging
+from dataclasses import dataclass
+
+from cryptography import x509
+
+from gateway.envelope import Envelope, Reply, domain_of
+from gateway.keys import Identity
+from gateway.mime.canon import canonicalize
+from gateway.mime.scanned import MimeError
+from gateway.outbound import metrics
+from gateway.outbound.certs import Found, certificates_for
+from gateway.outbound.context import Loaded, current
+from gateway.outbound.replies import (
+    CRYPTO_FAILED,
+    NO_CERTIFICATE_DEFER,
+    NO_CERTIFICATE_REJECT,
+    NO_SIGNING_IDENTITY,
+)
+from gateway.outbound.subject import strip_keywords
+from gateway.policy.engine import Decision, decide_all, needs_text
+from gateway.policy.extract import facts_from_message
+from gateway.policy.facts import MessageFacts
+from gateway.smime import SMIMEError, encrypt, sign
+from gateway.workers.jobs import Job, Output, Result
+
+log = logging.getLogger(__name__)
+
+# Fallbacks that refuse the message, and the reply each becomes.
+_REFUSING = {"defer": NO_CERTIFICATE_DEFER, "reject": NO_CERTIFICATE_REJECT,
+             "tls-only": NO_CERTIFICATE_DEFER, "quarantine": NO_CERTIFICATE_DEFER}
+
+
+class Refused(Exception):
+    def __init__(self, reply: Reply, reason: str) -> None:
+        super().__init__(reason)
+        self.reply = reply
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    decision: Decision
+    found: Found
+    rcpts: tuple[str, ...]
+
+
+def process(job: Job) -> Result:
+    """The job function: see the module docstring."""
+    return process_with(current(), job)
+
+
+def process_with(state: Loaded, job: Job) -> Result:
+    tally = metrics.Tally()
+    result = _process(state, job, tally)
+    return dataclasses.replace(result, counts=tally.counts())
+
+
+def _process(state: Loaded, job: Job, tally: metrics.Tally) -> Result:
+    env = job.envelope
+    inbound = tuple(r for r in env.rcpt_tos if state.local.is_local(domain_of(r)))
+    outbound = tuple(r for r in env.rcpt_tos if r not in inbound)
+    outputs: list[Output] = []
+    if inbound:
+        outputs.append(Output(inbound, job.data))
+    if not outbound:
+        return Result(outputs=tuple(outputs))
+    data = canonicalize(job.data)
+    try:
+        facts = facts_from_message(data, want_text=needs_text(state.rules),
+                                   budget=state.context.policy.text_budget)
+    except MimeError as e:
+        log.warning("message from %s refused: cannot be scanned: %s", env.mail_from, e)
+        tally.inc("refused", "unscannable")
+        return Result(refusal=e.reply)
+    mid = (facts.header_values("message-id") or ("<no Message-ID>",))[0].strip()
+    decisions = decide_all(state.rules, state.defaults, sender=env.mail_from,
+                           recipients=outbound, facts=facts, client_address=env.client_address)
+    refusals: list[Refused] = []
+    for group in _groups(state, decisions):
+        try:
+            outputs.append(Output(group.rcpts, _copy(state, env, data, facts, group, mid,
+                                                        tally)))
+        except Refused as r:
+            refusals.append(r)
+    if refusals:
+        # A permanent refusal wins: a retry could never deliver the message as written.
+        worst = next((r for r in refusals if r.reply.permanent), refusals[0])
+        tally.inc("refused", worst.reason)
+        log.warning("%s from %s refused %s: %s", mid, env.mail_from, worst.reply, "; ".join(
+            r.reason for r in refusals))
+        return Result(refusal=worst.reply)
+    return Result(outputs=tuple(outputs))
+
+
+def _groups(state: Loaded, decisions: dict[str, Decision]) -> list[_Group]:
+    by_key: dict[tuple[object, ...], _Group] = {}
+    for rcpt, decision in decisions.items():
+        found = Found((), frozenset(), "not-needed")
+        if decision.encrypt != "never":
+            found = certificates_for(state.cache, rcpt, decision.certificate,
+                                     stale_bound=state.context.stale_bound)
+        key = (decision.group_key(), found.status, found.ders)
+        g = by_key.get(key)
+        by_key[key] = _Group(decision, found, (*g.rcpts, rcpt) if g else (rcpt,))
+    return list(by_key.values())
+
+
+def _sender(env: Envelope, facts: MessageFacts) -> str:
+    """Whose message it is for signing: the envelope sender, or for the null sender
+    (a bounce from a server behind us, RFC 5321 §4.5.5) the From address."""
+    if env.mail_from:
+        return env.mail_from.lower()
+    values = facts.header_values("from")
+    return email.utils.parseaddr(values[0])[1].lower() if values else ""
+
+
+def _signer(state: Loaded, sender: str, choice: str) -> Identity | None:
+    if choice == "domain":
+        return state.keyring.for_domain(domain_of(sender)) if sender else None
+    if choice == "sender":
+        return next((i for i in state.keyring if sender and sender in i.addresses), None)
+    named = choice.lower()  # a rule names an identity by its address or its domain
+    if "@" in named:
+        return next((i for i in state.keyring if named in i.addresses), None)
+    return state.keyring.for_domain(named)
+
+
+def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group: _Group,
+          mid: str, tally: metrics.Tally) -> bytes:
+    """The wire copy for one group, or Refused."""
+    d, found, rcpts = group.decision, group.found, group.rcpts
+    who = ", ".join(rcpts)
+    if facts.protected == "encrypted":
+        # Already encrypted by the sender's client: passed on as it is, never wrapped.
+        log.info("%s to %s: already encrypted, passed unchanged", mid, who)
+        _count(tally, d, rcpts, "already-encrypted")
+        return data
+    certs: tuple[x509.Certificate, ...] = found.certificates
+    if d.encrypt != "never" and not certs:
+        fallback = d.fallback
+        tally.inc("fallbacks", fallback, found.status, n=len(rcpts))
+        if fallback in _REFUSING:
+            extra = "" if fallback in ("defer", "reject") else \
+                f" ({fallback} is not available yet; deferred instead)"
+            log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback %s%s",
+                        mid, who, found.status, d.encrypt, fallback, extra)
+            _count(tally, d, rcpts, "rejected" if fallback == "reject" else "deferred")
+            raise Refused(_REFUSING[fallback], f"no certificate for {who}: {fallback}")
+        log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback plain, "
+                    "sent unencrypted", mid, who, found.status, d.encrypt)
+    out = data
+    if d.strip_subject_keywords:
+        out, all_found = strip_keywords(out, d.strip_subject_keywords)
+        if not all_found:
+            log.info("%s: subject keyword(s) %s not found literally (encoded?); left as "
+                     "they are", mid, ", ".join(d.strip_subject_keywords))
+    try:
+        signed = _sign(state, env, out, facts, d, mid, who, tally)
+        out = signed if signed is not None else out
+        if certs:
+            out = encrypt(out, certs, cipher=d.cipher, protect_headers=d.protect_headers,
+                          if_encrypted="skip")
+            tally.inc("encrypted", d.cipher)
+    except SMIMEError as e:
+        log.error("%s to %s: cannot sign or encrypt: %s", mid, who, e)
+        raise Refused(CRYPTO_FAILED, f"S/MIME failed: {e}") from None
+    outcome = "encrypted" if certs else ("signed-only" if signed is not None else "plain")
+    log.info("%s to %s: %s (encrypt=%s%s, sign=%s/%s, cipher=%s; rules %s)", mid, who,
+             outcome, d.encrypt, f", {found.kind} certificate" if certs else "", d.sign,
+             d.signing_certificate, d.cipher if certs else "-",
+             ", ".join(d.matched) or "none")
+    _count(tally, d, rcpts, outcome)
+    return out
+
+
+def _sign(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, d: Decision,
+          mid: str, who: str, tally: metrics.Tally) -> bytes | None:
+    """The signed message, or None when it goes unsigned (logged and counted)."""
+    if d.sign == "never":
+        tally.inc("unsigned", "policy")
+        return None
+    if facts.protected == "signed":
+        # The sender's client signed it: its signature is kept, not wrapped in ours.
+        tally.inc("unsigned", "already-signed")
+        return None
+    signer = _signer(state, _sender(env, facts), d.signing_certificate)
+    if signer is None:
+        if d.sign == "required":
+            log.warning("%s to %s: sign=required, no identity for %r (sender %s)", mid, who,
+                        d.signing_certificate, env.mail_from or "<>")
+            raise Refused(NO_SIGNING_IDENTITY, f"no signing identity "
+                          f"({d.signing_certificate}) for {env.mail_from or '<>'}")
+        log.info("%s to %s: sign=%s, no identity for %r: sent unsigned", mid, who, d.sign,
+                 d.signing_certificate)
+        tally.inc("unsigned", "no-identity")
+        return None
+    tally.inc("signed", d.signing_certificate if d.signing_certificate
+              in ("domain", "sender") else "named")
+    return sign(data, signer)
+
+
+def _count(tally: metrics.Tally, d: Decision, rcpts: tuple[str, ...], outcome: str) -> None:
+    tally.inc("decisions", d.encrypt, outcome, n=len(rcpts))
