@@ -150,8 +150,12 @@ def _parse_signer(si: acms.SignerInfo,
         issuer = sid.chosen["issuer"]
         serial = sid.chosen["serial_number"].native
         label = f"issuer {issuer.human_friendly}, serial {serial:#x}"
+        issuer_der = issuer.dump()
         for a_cert, c_cert in pairs:
-            if a_cert.serial_number == serial and a_cert.issuer == issuer:
+            # Byte-equal names first: asn1crypto's Name equality runs RFC 4518 string
+            # preparation (a third of a verify); it remains for differently encoded names.
+            if a_cert.serial_number == serial and (a_cert.issuer.dump() == issuer_der
+                                                   or a_cert.issuer == issuer):
                 found = c_cert
                 break
     else:
