@@ -31,12 +31,12 @@ from gateway.cli.errors import CliError
 from gateway.config import ConfigError, load_gateway_config
 from gateway.config.schema import GatewayConfig
 from gateway.delivery import DeliveryAgent
+from gateway.inbound import metrics as inbound_metrics
 from gateway.keys import KeyMaterialError, load_trust_anchors
 from gateway.lookup._cache_py import CertCache as CertCacheType
 from gateway.lookup.cache import CertCache
 from gateway.lookup.resolver import CertificateResolver
 from gateway.metrics.server import AdminServer
-from gateway.outbound import metrics as outbound_metrics
 from gateway.outbound.context import WorkerContext, load, outbound_configured
 from gateway.outbound.readiness import CertificateReadiness
 from gateway.smtp import Acceptor, FrontEnd
@@ -74,7 +74,7 @@ class Gateway:
                 c.workers, job_function=self.job_function,
                 initializer=OUTBOUND_INIT if self.outbound else None,
                 init_arg=WorkerContext.of(c) if self.outbound else None,
-                on_counts=outbound_metrics.apply if self.outbound else None)
+                on_counts=inbound_metrics.apply if self.outbound else None)
             await self.pool.start()
             self.delivery = DeliveryAgent(self.spool, c.delivery, hostname=c.smtp.hostname)
             await self.delivery.start()

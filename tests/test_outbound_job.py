@@ -107,7 +107,12 @@ def test_local_recipients_pass_and_outbound_are_signed_and_encrypted(
     r = process_with(state(pki, cache), job("ann@alpha.test", "bob@beta.test"))
     assert r.refusal is None
     local, out = r.outputs
-    assert local == (local.__class__(("ann@alpha.test",), message()))
+    # Local recipients take the inbound path (gateway/inbound): unsigned → delivered
+    # with our Authentication-Results.
+    assert local.rcpt_tos == ("ann@alpha.test",)
+    assert local.data.startswith(b"Authentication-Results: smimegate.localdomain; "
+                                 b"smime=none")
+    assert local.data.endswith(message())
     assert out.rcpt_tos == ("bob@beta.test",)
     assert detect(out.data).layers[0] in ("enveloped", "auth-enveloped")
     inner = decrypt(out.data, bob_ring(pki))

@@ -18,6 +18,7 @@ from gateway.cli.errors import CliError
 COMMAND_MODULES = (
     "gateway.run",
     "gateway.spool.cli",
+    "gateway.inbound.cli",
     "gateway.policy.cli",
     "gateway.smime.cli",
     "gateway.directory.cli",

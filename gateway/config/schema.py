@@ -226,6 +226,31 @@ class InboundRevocationSection:
                                 "thisUpdate and nextUpdate", unit="seconds", minimum=0)
 
 
+_INBOUND_ACTIONS = ("deliver", "reject", "defer", "quarantine")
+
+
+@dataclass(frozen=True, slots=True)
+class InboundSection:
+    """What gateway/inbound does with mail for smtp.local_domains, per S/MIME verdict."""
+
+    on_pass: str = setting("deliver", "str", "action for a signature that verified "
+                           "(RFC 7281 smime=pass)", choices=_INBOUND_ACTIONS)
+    on_fail: str = setting("quarantine", "str", "action for a signature that failed, a "
+                           "signer not matching From, and neutral/permerror results",
+                           choices=_INBOUND_ACTIONS)
+    on_temperror: str = setting("defer", "str", "action when revocation could not be "
+                                "learnt under strict revocation (451 4.7.5 by default)",
+                                choices=_INBOUND_ACTIONS)
+    on_none: str = setting("deliver", "str", "action for unsigned mail",
+                           choices=_INBOUND_ACTIONS)
+    on_undecryptable: str = setting("quarantine", "str", "action for encrypted mail that "
+                                    "none of our keys opens", choices=_INBOUND_ACTIONS)
+    strip_signature: bool = setting(False, "bool", "deliver verified mail without its "
+                                    "signature (the Authentication-Results header stays)")
+    quarantine_dir: Path | None = setting(None, "path", "quarantine store (one file per "
+                                          "message); empty: \"quarantine\" next to the spool")
+
+
 @dataclass(frozen=True, slots=True)
 class LookupSection:
     directories: tuple[tuple[str, str], ...] = setting(
@@ -279,6 +304,7 @@ class GatewayConfig:
     lookup: LookupSection = field(default_factory=LookupSection)
     revocation: InboundRevocationSection = field(
         default_factory=InboundRevocationSection)
+    inbound: InboundSection = field(default_factory=InboundSection)
 
 
 @dataclass(frozen=True, slots=True)

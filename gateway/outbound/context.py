@@ -11,18 +11,27 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 
-from gateway.config.schema import GatewayConfig, KeysSection, PolicySection
+from gateway.config.schema import (
+    GatewayConfig,
+    InboundRevocationSection,
+    InboundSection,
+    KeysSection,
+    PolicySection,
+)
+from gateway.inbound.job import InboundPolicy
+from gateway.inbound.quarantine import quarantine_dir
 from gateway.keys import Identity, KeyMaterialError, KeyRing, load_identity, load_trust_anchors
 from gateway.lookup._cache_py import CertCache as CertCacheType
 from gateway.lookup.cache import CertCache
 from gateway.policy.cli import defaults_of
 from gateway.policy.engine import Defaults
 from gateway.policy.rules import Rule
+from gateway.revocation import RevocationPolicy
 from gateway.smtp.relay import RelayPolicy
 
 
@@ -36,20 +45,28 @@ class WorkerContext:
     local_domains: tuple[str, ...]
     stale_bound: float  # seconds past expiry a cached certificate may still be used
     log_level: str = "info"
+    # The inbound path (gateway/inbound) for local_domains recipients:
+    inbound: InboundSection = field(default_factory=InboundSection)
+    revocation: InboundRevocationSection = field(default_factory=InboundRevocationSection)
+    hostname: str = "smimegate.localdomain"  # our authserv-id in Authentication-Results
+    quarantine_dir: Path = Path("quarantine")
 
     @classmethod
     def of(cls, config: GatewayConfig) -> WorkerContext:
         return cls(config.keys, config.policy, config.cache.name, config.smtp.local_domains,
-                   config.lookup.stale_bound, config.log.level)
+                   config.lookup.stale_bound, config.log.level, config.inbound,
+                   config.revocation, config.smtp.hostname,
+                   quarantine_dir(config.inbound.quarantine_dir, config.spool.directory))
 
 
 def outbound_configured(config: GatewayConfig) -> bool:
-    """Does the config ask for the outbound crypto path? ([keys] with certificates and
-    trust anchors, and [lookup] naming where to find recipients' certificates.)"""
+    """Does the config ask for the crypto job? ([keys] with certificates and trust
+    anchors, and [lookup] naming where to find recipients' certificates, or local
+    domains whose inbound mail gateway/inbound decrypts and verifies.)"""
     lookup = config.lookup
     return bool(config.keys.certificates and config.keys.trust_anchors
                 and (lookup.directories or lookup.default_directories or lookup.srv
-                     or lookup.dane))
+                     or lookup.dane or config.smtp.local_domains))
 
 
 def load_identities(keys: KeysSection) -> KeyRing:
@@ -73,6 +90,8 @@ class Loaded:
     defaults: Defaults
     local: RelayPolicy  # only its is_local() is used: which recipients are inbound
     cache: CertCacheType | None  # None until the front end has created it
+    revocation: RevocationPolicy  # with its own OCSP client and cache (per process)
+    inbound: InboundPolicy
 
 
 def load(context: WorkerContext, *, attach: bool = True) -> Loaded:
@@ -83,7 +102,15 @@ def load(context: WorkerContext, *, attach: bool = True) -> Loaded:
     anchors = load_trust_anchors(context.keys.trust_anchors)
     cache = CertCache.attach(context.cache_name) if attach else None
     return Loaded(context, keyring, anchors, context.policy.rules,
-                  defaults_of(context.policy), RelayPolicy((), context.local_domains), cache)
+                  defaults_of(context.policy), RelayPolicy((), context.local_domains), cache,
+                  RevocationPolicy.from_config(context.revocation), _inbound(context))
+
+
+def _inbound(context: WorkerContext) -> InboundPolicy:
+    i = context.inbound
+    return InboundPolicy({"pass": i.on_pass, "fail": i.on_fail, "temperror": i.on_temperror,
+                          "none": i.on_none, "undecryptable": i.on_undecryptable},
+                         i.strip_signature, context.hostname)
 
 
 _loaded: Loaded | None = None

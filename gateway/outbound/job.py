@@ -2,7 +2,9 @@
 
 Job function "gateway.outbound.job:process" (initializer context.init_worker). Per
 message (DESIGN.md, process model; RFC 8551 for what is written):
-1. Recipients in `smtp.local_domains` are inbound mail and pass unchanged (one group).
+1. Recipients in `smtp.local_domains` are inbound mail: gateway/inbound/job.py decrypts,
+   verifies and applies [inbound] policy (deliver, reject, defer or quarantine), after
+   the outbound recipients are done (a refused message is not quarantined as well).
 2. The rest: the MIME scanner gives MessageFacts; policy decides per recipient
    (gateway/policy/engine.py); recipients are grouped by decision and certificate set
    (one envelope for recipients that share both).
@@ -30,6 +32,8 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from gateway.envelope import Envelope, Reply, domain_of
+from gateway.inbound.job import handle
+from gateway.inbound.quarantine import Quarantine
 from gateway.keys import Identity
 from gateway.mime.canon import canonicalize
 from gateway.mime.scanned import MimeError
@@ -85,11 +89,24 @@ def _process(state: Loaded, job: Job, tally: metrics.Tally) -> Result:
     env = job.envelope
     inbound = tuple(r for r in env.rcpt_tos if state.local.is_local(domain_of(r)))
     outbound = tuple(r for r in env.rcpt_tos if r not in inbound)
+    result = _outbound(state, job, outbound, tally) if outbound else Result()
+    if not inbound or result.refusal is not None:
+        return result  # refused: nothing of it is quarantined either (the client retries)
+    c = state.context
+    done = handle(env, inbound, job.data, keys=state.keyring, anchors=state.anchors,
+                  revocation=state.revocation, policy=state.inbound,
+                  quarantine=Quarantine(c.quarantine_dir), tally=tally)
+    if done.refusal is not None:
+        return Result(refusal=done.refusal)
+    first = (done.output,) if done.output is not None else ()
+    return Result(outputs=first + result.outputs,
+                  quarantined=(done.quarantined,) if done.quarantined else ())
+
+
+def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
+              tally: metrics.Tally) -> Result:
+    env = job.envelope
     outputs: list[Output] = []
-    if inbound:
-        outputs.append(Output(inbound, job.data))
-    if not outbound:
-        return Result(outputs=tuple(outputs))
     data = canonicalize(job.data)
     try:
         facts = facts_from_message(data, want_text=needs_text(state.rules),

@@ -90,5 +90,7 @@ class Acceptor:
         metrics.ACCEPTED.inc()
         metrics.MESSAGE_BYTES.observe(len(data))
         metrics.ACCEPT_SECONDS.observe(time.perf_counter() - started)
+        if result.quarantined:  # accepted and kept in quarantine, not queued
+            ids += [f"{q} (quarantined)" for q in result.quarantined]
         return queued(ids)
 

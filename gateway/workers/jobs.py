@@ -40,6 +40,9 @@ class Result:
 
     outputs: tuple[Output, ...] = ()
     refusal: Reply | None = None
+    # Ids of quarantine entries the job wrote (gateway/inbound/quarantine.py): those
+    # recipients' copy is kept there, not queued; the session still gets 250.
+    quarantined: tuple[str, ...] = ()
     # Metric increments the job made, (counter name, label values, amount): a worker's
     # own registry is never scraped, so the pool hands these to its on_counts hook.
     counts: tuple[tuple[str, tuple[str, ...], float], ...] = ()
