@@ -79,8 +79,8 @@ def test_bad_input_is_one_line_and_exit_2(pki: Path, args: list[str], stdin: byt
     assert r.stderr.count(b"\n") == 1  # one line, no traceback
 
 
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    r = smimegate("demo", "--dir", tmp_path / "demo")
+def test_demo_engine_only(tmp_path: Path) -> None:
+    r = smimegate("demo", "--engine-only", "--dir", tmp_path / "demo")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr
     assert b"All steps passed" in r.stdout
     assert b"authEnveloped-data" in (tmp_path / "demo/on-the-wire.eml").read_bytes()
