@@ -161,3 +161,26 @@ def test_header_of_a_real_verdict_parses_as_one_field(world: World) -> None:
         field.encode() + signed)
     assert len(parsed.get_all("Authentication-Results") or []) == 1
     assert parsed["From"] == "Kim <kim@alpha.test>"
+
+
+def test_worker_counts_drain_once_and_apply_in_the_front_end() -> None:
+    from prometheus_client import REGISTRY
+
+    from gateway.revocation import metrics as m
+
+    m.drain()  # forget what earlier tests counted in this process
+    m.VERDICTS.labels("strict", "good").inc(2)
+    m.OCSP_REQUESTS.labels("timeout").inc()
+    drained = dict(((name, labels), n) for name, labels, n in m.drain())
+    assert drained == {("revocation_verdicts", ("strict", "good")): 2.0,
+                       ("revocation_ocsp_requests", ("timeout",)): 1.0}
+    assert m.drain() == ()
+    def soft_unknown() -> float:
+        labels = {"mode": "soft", "status": "unknown"}
+        return REGISTRY.get_sample_value("smimegate_revocation_verdicts_total", labels) or 0.0
+
+    before = soft_unknown()
+    rest = m.apply((("revocation_verdicts", ("soft", "unknown"), 3.0),
+                    ("outbound_signed", ("domain",), 1.0)))
+    assert rest == (("outbound_signed", ("domain",), 1.0),)
+    assert soft_unknown() == before + 3

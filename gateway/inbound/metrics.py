@@ -10,6 +10,7 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, Counter
 
 from gateway.outbound import metrics as outbound_metrics
+from gateway.revocation import metrics as revocation_metrics
 
 VERDICTS = Counter("smimegate_inbound_verdicts",
                    "inbound messages by S/MIME verdict (RFC 7281 result, or undecryptable)",
@@ -22,9 +23,9 @@ COUNTERS: dict[str, Counter] = {"inbound_verdicts": VERDICTS, "inbound_actions":
 
 
 def apply(counts: tuple[tuple[str, tuple[str, ...], float], ...]) -> None:
-    """The pool's on_counts hook for the crypto job: inbound and outbound counters."""
+    """The pool's on_counts hook for the crypto job: inbound, revocation and outbound."""
     rest = []
-    for name, labels, n in counts:
+    for name, labels, n in revocation_metrics.apply(counts):
         counter = COUNTERS.get(name)
         if counter is not None:
             counter.labels(*labels).inc(n)

@@ -50,6 +50,7 @@ from gateway.outbound.subject import strip_keywords
 from gateway.policy.engine import Decision, decide_all, needs_text
 from gateway.policy.extract import facts_from_message
 from gateway.policy.facts import MessageFacts
+from gateway.revocation import metrics as revocation_metrics
 from gateway.smime import SMIMEError, encrypt, sign
 from gateway.workers.jobs import Job, Output, Result
 
@@ -82,7 +83,8 @@ def process(job: Job) -> Result:
 def process_with(state: Loaded, job: Job) -> Result:
     tally = metrics.Tally()
     result = _process(state, job, tally)
-    return dataclasses.replace(result, counts=tally.counts())
+    # Revocation checks count in this worker's registry; their increments travel back too.
+    return dataclasses.replace(result, counts=tally.counts() + revocation_metrics.drain())
 
 
 def _process(state: Loaded, job: Job, tally: metrics.Tally) -> Result:
