@@ -85,8 +85,11 @@ class Gateway:
                     "smtp": self._smtp_health, "workers": self._workers_health,
                     "spool": self._spool_health})
                 await self.admin.start()
+            harvest = self.resolver.offer_harvested \
+                if self.resolver is not None and c.inbound.harvest else None
             self.front = FrontEnd(c.smtp, Acceptor(self.pool, self.spool,
-                                                   hostname=c.smtp.hostname),
+                                                   hostname=c.smtp.hostname,
+                                                   on_harvest=harvest),
                                   outbound_check=readiness.check if readiness else None)
             await self.front.start()
         except BaseException:
@@ -105,7 +108,7 @@ class Gateway:
         # DNS). A lookup that needs longer (its retries) is 451 4.4.3 at RCPT and goes on
         # in the background, so the client's retry finds its answer in the cache.
         dns = c.lookup.dns_timeout if c.lookup.srv or c.lookup.dane else 0.0
-        return CertificateReadiness(self.resolver, c.lookup.timeout + dns)
+        return CertificateReadiness(self.resolver, c.lookup.timeout + dns, c.policy)
 
     async def stop(self) -> None:
         if self.front is not None:

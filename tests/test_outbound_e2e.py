@@ -269,12 +269,15 @@ def test_no_certificate_opportunistic_arrives_signed_only(world: World,
     assert "fallback plain" in running.gateway.log.read_text()
 
 
-def test_required_with_reject_fallback_is_refused(running: Running) -> None:
-    with pytest.raises(smtplib.SMTPDataError) as e:
+def test_required_with_reject_fallback_is_refused_at_rcpt(running: Running) -> None:
+    # The envelope alone decides (no content conditions): refused at RCPT, not after
+    # DATA (gateway/outbound/readiness.py); the after-DATA path: test_outbound_job.py.
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as e:
         running.gateway.send("dave@delta.test")
-    assert e.value.smtp_code == 550
-    assert text(e.value.smtp_error).startswith("5.7.1")
-    assert "fallback reject" in running.gateway.log.read_text()
+    code, reply = e.value.recipients["dave@delta.test"]
+    assert code == 550
+    assert text(reply).startswith("5.7.1")
+    assert "fallback reject (rules" in running.gateway.log.read_text()
 
 
 def test_lookup_that_cannot_finish_in_time_is_451_at_rcpt(running: Running) -> None:

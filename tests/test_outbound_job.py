@@ -179,7 +179,7 @@ def test_opportunistic_without_certificate_sends_signed_only(pki: Path,
 
 @pytest.mark.parametrize(("fallback", "code", "status"), [
     ("defer", 451, "4.7.0"), ("reject", 550, "5.7.1"),
-    ("tls-only", 451, "4.7.0"), ("quarantine", 451, "4.7.0")])
+    ("tls-only", 451, "4.7.0")])  # quarantine: tests/test_outbound_fallbacks.py
 def test_required_without_certificate_applies_the_fallback(
         pki: Path, cache: CertCache, fallback: str, code: int, status: str) -> None:
     s = state(pki, cache, [{"name": "must", "recipient_domain": ["gamma.test"],

@@ -176,6 +176,10 @@ class PolicySection:
     text_budget: int = setting(1024 * 1024, "size",
                                "decoded text examined by content rules per message",
                                unit="bytes", minimum=1024)
+    strip_headers: tuple[str, ...] = setting(
+        ("X-Originating-IP",), "str-list",
+        "header fields removed from outbound mail before it is signed (they say something "
+        "internal)")
     rules: tuple[Rule, ...] = setting(
         (), "policy-rules", "[[policy.rules]] tables, read top to bottom (see README: Policy)")
 
@@ -249,6 +253,9 @@ class InboundSection:
                                     "signature (the Authentication-Results header stays)")
     quarantine_dir: Path | None = setting(None, "path", "quarantine store (one file per "
                                           "message); empty: \"quarantine\" next to the spool")
+    harvest: bool = setting(False, "bool", "put the signer certificate of mail that "
+                            "verified (smime=pass) into the certificate cache for its From "
+                            "address, after the lookup trust gate; directory answers win")
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from gateway.envelope import Envelope, Reply
+from gateway.inbound import harvest
 from gateway.inbound.open import Opened, from_address, open_message
 from gateway.inbound.quarantine import Quarantine
 from gateway.keys import KeyRing
@@ -55,6 +56,7 @@ class InboundPolicy:
     actions: dict[str, str]  # verdict → deliver | reject | defer | quarantine
     strip_signature: bool
     authserv_id: str  # smtp.hostname
+    harvest: bool = False  # return the signers of passing mail for the lookup cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class Handled:
     output: Output | None = None
     refusal: Reply | None = None
     quarantined: str = ""
+    harvested: harvest.Harvested = ()  # (From address, DER chain) when delivered and asked
 
 
 def action_for(policy: InboundPolicy, verdict: str) -> str:
@@ -104,7 +107,8 @@ def handle(env: Envelope, rcpts: tuple[str, ...], data: bytes, *, keys: KeyRing,
                              or None)
         body = opened.unsigned if policy.strip_signature else opened.message
     header = authentication_results(policy.authserv_id, info).encode("ascii")
-    return Handled(output=Output(rcpts, header + body))
+    harvested = harvest.candidates(opened) if policy.harvest else ()
+    return Handled(output=Output(rcpts, header + body), harvested=harvested)
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -22,3 +22,8 @@ DIRECTORY_SECONDS = Histogram("smimegate_lookup_directory_request_seconds",
                               buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 DANE_QUERIES = Counter("smimegate_lookup_dane_queries", "SMIMEA (RFC 8162) queries by "
                        "outcome", ["outcome"], registry=REGISTRY)
+# result: stored | rejected (the trust gate refused it) | skipped (a directory answer or an
+# earlier harvest holds the address)
+HARVESTED = Counter("smimegate_lookup_harvested", "signer certificates of verified inbound "
+                    "mail offered to the cache ([inbound] harvest), by what became of them",
+                    ["result"], registry=REGISTRY)

@@ -20,6 +20,10 @@ Per name (the address, the domain):
    expiry on their chains), "none" for negative_ttl. "unavailable" is not written (the
    old entry stays for stale use) but remembered in-process for FAILURE_MEMO seconds.
 
+With [inbound] harvest, `offer_harvested` also fills an empty or negative user entry
+with the signer certificate of verified inbound mail, through the same trust gate; a
+cache hit on it says source "harvested", and the next directory answer replaces it.
+
 Concurrent asks for one name share one fetch. Only this process writes the cache;
 crypto workers attach to it by name and read.
 """
@@ -67,7 +71,7 @@ class NameResult:
     name: str
     status: str  # "found" | "none" | "unavailable"
     certificates: tuple[x509.Certificate, ...]
-    source: str  # "cache" | "stale" | "directory" | "dane" | "unavailable"
+    source: str  # "cache" | "harvested" | "stale" | "directory" | "dane" | "unavailable"
     reason: str = ""
 
     @property
@@ -125,6 +129,7 @@ class CertificateResolver:
         self._parsed: dict[bytes, x509.Certificate] = {}
         self._valid_until: dict[bytes, float] = {}
         self._counters: dict[tuple[str, str], Counter] = {}
+        self._harvested: dict[str, tuple[bytes, ...]] = {}  # name → what offer_harvested put
 
     async def close(self) -> None:
         tasks = list(self._inflight.values())
@@ -214,6 +219,8 @@ class CertificateResolver:
                 return None
         else:
             ders = list(entry.ders)
+            if self._harvested.get(name) == entry.ders:
+                source = "harvested"
         try:
             certs = tuple(self._parse(d) for d in ders)
         except ValueError as e:  # only this process writes the cache: a bug, not input
@@ -270,6 +277,7 @@ class CertificateResolver:
         return NameResult(name, "found", tuple(u.cert for u in found), source)
 
     def _store(self, name: str, ders: Sequence[bytes], expires_at: float) -> None:
+        self._harvested.pop(name, None)  # a directory's answer replaces a harvested one
         try:
             if ders:
                 self.cache.put(name, list(ders), expires_at)
@@ -354,3 +362,52 @@ class CertificateResolver:
             valid_until = cert.not_valid_after_utc.timestamp()
         return _Usable(cert, cert.public_bytes(DER), valid_until)
 
+
+    # -- harvested (gateway/inbound/harvest.py) ----------------------------------------
+
+    def offer_harvested(self, address: str, der_chain: Sequence[bytes]) -> str:
+        """Cache the signer certificate of verified inbound mail (der_chain[0], its chain
+        after it) for address, if it passes the trust gate as a directory's answer would
+        (encryption to that address) and the cache holds no certificate for the address:
+        only an empty or negative entry is filled, so a directory's answer always wins.
+        "stored" | "rejected" | "skipped", counted (smimegate_lookup_harvested)."""
+        try:
+            result = self._harvest(address.strip().lower(), der_chain)
+        except Exception:  # a bug here must not cost the message its 250
+            log.exception("harvested certificate for %s not cached", address[:100])
+            result = "rejected"
+        metrics.HARVESTED.labels(result).inc()
+        return result
+
+    def _harvest(self, name: str, der_chain: Sequence[bytes]) -> str:
+        local, at, domain = name.rpartition("@")
+        if not at or not local or not domain or len(name.encode()) > 254 or not der_chain:
+            self._reject(name[:100], "harvested", "offer", "malformed",
+                         "not an address, or no certificate")
+            return "rejected"
+        now = self.clock()
+        entry = self.cache.get(name, now=now, allow_stale=True)
+        if entry is not None and not entry.negative and \
+                now - entry.expires_at <= self.config.stale_bound:
+            return "skipped"  # the directory's (or an earlier harvest's) certificates
+        try:
+            cert, *chain = [x509.load_der_x509_certificate(d) for d in der_chain]
+        except ValueError as e:
+            self._reject(name, "harvested", "offer", "malformed", str(e)[:200])
+            return "rejected"
+        what = cert.fingerprint(hashes.SHA256()).hex()[:16]
+        usable = self._gate(name, "harvested", what, cert, chain, now)
+        if usable is None:
+            return "rejected"
+        expires = min(now + self.config.positive_ttl, usable.valid_until)
+        self._store(name, [usable.der], expires)
+        if len(self._valid_until) >= _MEMO_MAX:
+            self._valid_until.clear()
+        self._valid_until[usable.der] = usable.valid_until
+        self._parsed.setdefault(usable.der, usable.cert)
+        if len(self._harvested) >= _MEMO_MAX:
+            self._harvested.clear()
+        self._harvested[name] = (usable.der,)
+        self._down.pop(name, None)
+        log.info("certificate %s of verified inbound mail cached for %s", what, name)
+        return "stored"

@@ -110,7 +110,7 @@ def _inbound(context: WorkerContext) -> InboundPolicy:
     i = context.inbound
     return InboundPolicy({"pass": i.on_pass, "fail": i.on_fail, "temperror": i.on_temperror,
                           "none": i.on_none, "undecryptable": i.on_undecryptable},
-                         i.strip_signature, context.hostname)
+                         i.strip_signature, context.hostname, i.harvest)
 
 
 _loaded: Loaded | None = None

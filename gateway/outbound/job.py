@@ -8,18 +8,22 @@ message (DESIGN.md, process model; RFC 8551 for what is written):
 2. The rest: the MIME scanner gives MessageFacts; policy decides per recipient
    (gateway/policy/engine.py); recipients are grouped by decision and certificate set
    (one envelope for recipients that share both).
-3. Per group: strip the subject keywords the decision names; sign (RFC 8551 §3.5) with
-   the sender domain's identity ("domain"), the sender's own ("sender") or the one a
-   rule names (an address or a domain), unless sign = "never" or the input is already
-   signed or encrypted; then encrypt (RFC 8551 §3.3) to the recipients' certificates
-   from the shared-memory cache with the decision's cipher. Input that is already
-   encrypted is passed on as it is (if_encrypted = "skip").
+3. The header fields `policy.strip_headers` names are removed (headers.py). Per group:
+   strip the subject keywords the decision names; sign (RFC 8551 §3.5) with the sender
+   domain's identity ("domain"), the sender's own ("sender") or the one a rule names (an
+   address or a domain), unless sign = "never" or the input is already signed or
+   encrypted; then encrypt (RFC 8551 §3.3) to the recipients' certificates from the
+   shared-memory cache with the decision's cipher. Input that is already encrypted is
+   passed on as it is (if_encrypted = "skip"), less those header fields.
 4. No usable certificate → the decision's fallback: "plain" sends the signed copy
-   unencrypted; "defer" refuses 451 4.7.0; "reject" refuses 550 5.7.1; "tls-only" and
-   "quarantine" are not available yet and act as "defer". Since the result is per
-   message, one group that must be refused refuses the whole message (replies.py says
-   which reply wins). Every decision and fallback is logged with the Message-ID and
-   counted (gateway/outbound/metrics.py).
+   unencrypted; "defer" refuses 451 4.7.0; "reject" refuses 550 5.7.1; "tls-only" is
+   not available yet and acts as "defer"; "quarantine" keeps the ORIGINAL message (as
+   received: it was never sent, so nothing is signed for it) in the quarantine store the
+   inbound path uses, for that group's recipients only, and the session gets 250 (the id
+   is in Result.quarantined). Since the result is per message, one group that must be
+   refused refuses the whole message (replies.py says which reply wins), and then
+   nothing is quarantined either: the client retries the whole message. Every decision
+   and fallback is logged with the Message-ID and counted (gateway/outbound/metrics.py).
 """
 
 from __future__ import annotations
@@ -33,13 +37,14 @@ from cryptography import x509
 
 from gateway.envelope import Envelope, Reply, domain_of
 from gateway.inbound.job import handle
-from gateway.inbound.quarantine import Quarantine
+from gateway.inbound.quarantine import Quarantine, QuarantineError
 from gateway.keys import Identity
 from gateway.mime.canon import canonicalize
 from gateway.mime.scanned import MimeError
 from gateway.outbound import metrics
 from gateway.outbound.certs import Found, certificates_for
 from gateway.outbound.context import Loaded, current
+from gateway.outbound.headers import strip_fields
 from gateway.outbound.replies import (
     CRYPTO_FAILED,
     NO_CERTIFICATE_DEFER,
@@ -58,7 +63,7 @@ log = logging.getLogger(__name__)
 
 # Fallbacks that refuse the message, and the reply each becomes.
 _REFUSING = {"defer": NO_CERTIFICATE_DEFER, "reject": NO_CERTIFICATE_REJECT,
-             "tls-only": NO_CERTIFICATE_DEFER, "quarantine": NO_CERTIFICATE_DEFER}
+             "tls-only": NO_CERTIFICATE_DEFER}
 
 
 class Refused(Exception):
@@ -99,10 +104,12 @@ def _process(state: Loaded, job: Job, tally: metrics.Tally) -> Result:
                   revocation=state.revocation, policy=state.inbound,
                   quarantine=Quarantine(c.quarantine_dir), tally=tally)
     if done.refusal is not None:
+        _unquarantine(state, result.quarantined)  # the client retries the whole message
         return Result(refusal=done.refusal)
     first = (done.output,) if done.output is not None else ()
-    return Result(outputs=first + result.outputs,
-                  quarantined=(done.quarantined,) if done.quarantined else ())
+    held = (done.quarantined,) if done.quarantined else ()
+    return Result(outputs=first + result.outputs, quarantined=held + result.quarantined,
+                  harvested=done.harvested)
 
 
 def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
@@ -118,10 +125,19 @@ def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
         tally.inc("refused", "unscannable")
         return Result(refusal=e.reply)
     mid = (facts.header_values("message-id") or ("<no Message-ID>",))[0].strip()
+    # Policy saw every field; what is sent says nothing internal (headers.py).
+    data, removed = strip_fields(data, state.context.policy.strip_headers)
+    if removed:
+        log.info("%s: %d internal header field(s) removed (policy.strip_headers)", mid,
+                 removed)
     decisions = decide_all(state.rules, state.defaults, sender=env.mail_from,
                            recipients=outbound, facts=facts, client_address=env.client_address)
     refusals: list[Refused] = []
+    held: list[_Group] = []
     for group in _groups(state, decisions):
+        if _held(group, facts):
+            held.append(group)
+            continue
         try:
             outputs.append(Output(group.rcpts, _copy(state, env, data, facts, group, mid,
                                                         tally)))
@@ -134,7 +150,46 @@ def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
         log.warning("%s from %s refused %s: %s", mid, env.mail_from, worst.reply, "; ".join(
             r.reason for r in refusals))
         return Result(refusal=worst.reply)
-    return Result(outputs=tuple(outputs))
+    written: list[str] = []
+    try:
+        for group in held:
+            written.append(_quarantine(state, job, group, mid, tally))
+    except OSError:
+        _unquarantine(state, tuple(written))  # the job fails (451): no half-kept message
+        raise
+    return Result(outputs=tuple(outputs), quarantined=tuple(written))
+
+
+def _held(group: _Group, facts: MessageFacts) -> bool:
+    """Does this group's copy go to the quarantine instead of being sent?"""
+    d = group.decision
+    return (d.fallback == "quarantine" and d.encrypt != "never"
+            and not group.found.certificates and facts.protected != "encrypted")
+
+
+def _quarantine(state: Loaded, job: Job, group: _Group, mid: str,
+                tally: metrics.Tally) -> str:
+    """Keep the original message for group's recipients; returns the quarantine id."""
+    d, who = group.decision, ", ".join(group.rcpts)
+    rule = dict(d.why).get("fallback", "default")
+    reason = f"outbound: no certificate for {who} (rule {rule})"
+    env = dataclasses.replace(job.envelope, rcpt_tos=group.rcpts)
+    qid = Quarantine(state.context.quarantine_dir).put(env, job.data, reason=reason,
+                                                       verdict="no-certificate")
+    tally.inc("fallbacks", "quarantine", group.found.status, n=len(group.rcpts))
+    _count(tally, d, group.rcpts, "quarantined")
+    log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback quarantine, "
+                "kept as %s", mid, who, group.found.status, d.encrypt, qid)
+    return qid
+
+
+def _unquarantine(state: Loaded, ids: tuple[str, ...]) -> None:
+    store = Quarantine(state.context.quarantine_dir)
+    for qid in ids:
+        try:
+            store.delete(qid)
+        except (QuarantineError, OSError) as e:
+            log.error("cannot remove quarantine entry %s of a refused message: %s", qid, e)
 
 
 def _groups(state: Loaded, decisions: dict[str, Decision]) -> list[_Group]:
@@ -184,13 +239,14 @@ def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group:
     if d.encrypt != "never" and not certs:
         fallback = d.fallback
         tally.inc("fallbacks", fallback, found.status, n=len(rcpts))
-        if fallback in _REFUSING:
+        if fallback != "plain":  # never plaintext unless the rule says so (_held: quarantine)
             extra = "" if fallback in ("defer", "reject") else \
                 f" ({fallback} is not available yet; deferred instead)"
             log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback %s%s",
                         mid, who, found.status, d.encrypt, fallback, extra)
             _count(tally, d, rcpts, "rejected" if fallback == "reject" else "deferred")
-            raise Refused(_REFUSING[fallback], f"no certificate for {who}: {fallback}")
+            raise Refused(_REFUSING.get(fallback, NO_CERTIFICATE_DEFER),
+                          f"no certificate for {who}: {fallback}")
         log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback plain, "
                     "sent unencrypted", mid, who, found.status, d.encrypt)
     out = data

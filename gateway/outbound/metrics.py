@@ -9,7 +9,8 @@ from prometheus_client import REGISTRY, Counter
 
 DECISIONS = Counter("smimegate_outbound_decisions",
                     "outbound recipients by policy encrypt decision and outcome "
-                    "(encrypted, signed-only, plain, already-encrypted, deferred, rejected)",
+                    "(encrypted, signed-only, plain, already-encrypted, deferred, rejected, "
+                    "quarantined)",
                     ["encrypt", "outcome"], registry=REGISTRY)
 FALLBACKS = Counter("smimegate_outbound_fallbacks",
                     "outbound recipients with no usable certificate, by the fallback used",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gateway.envelope import Reply
 
-# Fallback "defer" (and "tls-only"/"quarantine", not available yet): RFC 3463 X.7.0,
+# Fallback "defer" (and "tls-only", not available yet): RFC 3463 X.7.0,
 # "other or undefined security status" — the certificate may be found on a retry.
 NO_CERTIFICATE_DEFER = Reply(451, "4.7.0",
                              "No usable recipient certificate yet, try again later")

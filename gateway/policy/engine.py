@@ -176,6 +176,25 @@ def decide_all(rules: Sequence[Rule], defaults: Defaults, *, sender: str,
             for r in recipients}
 
 
+def envelope_decision(rules: Sequence[Rule], defaults: Defaults, *, sender: str,
+                      recipient: str, client_address: str = "") -> Decision | None:
+    """The decision for recipient when the envelope alone makes it (at RCPT time), or
+    None when some rule matching the envelope also tests the message (content, size,
+    headers, attachments, protection): its say is only known after DATA."""
+    matcher = MessageMatcher(_NO_FACTS, client_address)
+    for rule in rules:
+        c = rule.conditions
+        # (Conservative: client_network is not checked here, so such a rule defers the
+        # decision to after DATA even from a network it does not name.)
+        if not c.envelope_only and _envelope_matches(c, sender, recipient):
+            return None
+    # Only envelope conditions left to match: the empty facts are never consulted.
+    return decide(rules, defaults, sender=sender, recipient=recipient, matcher=matcher)
+
+
+_NO_FACTS = MessageFacts(size=0)
+
+
 def needs_text(rules: Sequence[Rule]) -> bool:
     """Must the caller extract decoded text for these rules?"""
     return any(r.conditions.needs_content for r in rules)

@@ -72,6 +72,13 @@ class Conditions:
         """Does evaluating these conditions need the decoded text of the message?"""
         return bool(self.body_keyword or self.body_regex or self.detector)
 
+    @property
+    def envelope_only(self) -> bool:
+        """Can these conditions be decided at RCPT, before the message is seen?"""
+        return not (self.header or self.subject_keyword or self.attachment_type
+                    or self.attachment_name or self.min_size is not None
+                    or self.max_size is not None or self.protected or self.needs_content)
+
 
 @dataclass(frozen=True, slots=True)
 class Decisions:

@@ -15,6 +15,7 @@ import dataclasses
 import email.utils
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from gateway import metrics
@@ -44,10 +45,13 @@ class Processor(Protocol):
 class Acceptor:
     """Turns an accepted DATA body into spool entries and the session's reply."""
 
-    def __init__(self, processor: Processor, store: Store, *, hostname: str) -> None:
+    def __init__(self, processor: Processor, store: Store, *, hostname: str,
+                 on_harvest: Callable[[str, Sequence[bytes]], object] | None = None) -> None:
         self.processor = processor
         self.store = store
         self.hostname = hostname
+        # [inbound] harvest: CertificateResolver.offer_harvested, the cache's writer
+        self.on_harvest = on_harvest
 
     def has_room(self) -> bool:
         """False when new mail should get 451 4.3.2 (backpressure)."""
@@ -73,6 +77,9 @@ class Acceptor:
             result = await self.processor.run(Job(envelope, data))
             if result.refusal is not None:
                 raise ReplyError(result.refusal)
+            if self.on_harvest is not None:
+                for address, der_chain in result.harvested:
+                    self.on_harvest(address, der_chain)
             ids = []
             for output in result.outputs:
                 group = dataclasses.replace(envelope, rcpt_tos=output.rcpt_tos)

@@ -34,7 +34,8 @@ def is_mailbox(address: str) -> bool:
 
 # An extra RCPT check for recipients outside local_domains, run after relay control
 # (e.g. gateway.outbound.readiness: the certificate lookup); None or the refusal.
-RcptCheck = Callable[[str], Awaitable[Reply | None]]
+# Called with (recipient, sender ("" for <>), client IP address).
+RcptCheck = Callable[[str, str, str], Awaitable[Reply | None]]
 
 
 def _refuse(reply: Reply) -> str:
@@ -78,7 +79,8 @@ class Handler:
         if refusal is not None:
             return _refuse(refusal)
         if self.outbound_check is not None and not self.relay.is_local(domain_of(address)):
-            refusal = await self.outbound_check(address)
+            sender = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
+            refusal = await self.outbound_check(address, sender, server.client_address)
             if refusal is not None:
                 return _refuse(refusal)
         envelope.rcpt_tos.append(address)

@@ -46,6 +46,9 @@ class Result:
     # Metric increments the job made, (counter name, label values, amount): a worker's
     # own registry is never scraped, so the pool hands these to its on_counts hook.
     counts: tuple[tuple[str, tuple[str, ...], float], ...] = ()
+    # Signer certificates of verified inbound mail ([inbound] harvest): (From address,
+    # DER chain, signer first) for the front end to offer to its CertificateResolver.
+    harvested: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
