@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from benchmarks._loadgen_stats import machine_facts
+from benchmarks._rates import per_wall_second
 from gateway.keys import Identity, KeyRing
 from gateway.keys.demo import issue, name_of, new_key
 from gateway.smime import decrypt, encrypt
@@ -62,19 +63,6 @@ def peer_encrypt(entity: bytes, cert: x509.Certificate, encoding: serialization.
     """cryptography's own envelope builder (AES-128-CBC, RSA PKCS#1 v1.5)."""
     return pkcs7.PKCS7EnvelopeBuilder().set_data(entity).add_recipient(cert) \
         .encrypt(encoding, [])
-
-
-def rate(fn: Callable[[], object], seconds: float) -> float:
-    """Calls per second of fn over about `seconds` of wall time."""
-    n, start = 0, time.perf_counter()
-    deadline = start + seconds
-    while True:
-        for _ in range(10):
-            fn()
-        n += 10
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(rounds):  # alternate, so drift hits every case alike
             for name, fn in cases.items():
-                samples[name].append(rate(fn, seconds))
+                samples[name].append(per_wall_second(fn, seconds))
         med = {name: statistics.median(v) for name, v in samples.items()}
         print(f"\n{size // 1024} KB message ({len(message)} octets), per second, one core:")
         for name, value in med.items():

@@ -23,25 +23,14 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from benchmarks._loadgen_stats import machine_facts
+from benchmarks._rates import per_wall_second
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def _rate(fn: Callable[[], object], seconds: float) -> float:
-    n, start = 0, time.perf_counter()
-    deadline = start + seconds
-    while True:
-        fn()
-        n += 1
-        now = time.perf_counter()
-        if now >= deadline:
-            return n / (now - start)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for _ in range(args.rounds):
                 for name, fn in work.items():
-                    rates[name].append(_rate(fn, args.duration))
+                    rates[name].append(per_wall_second(fn, args.duration))
         finally:
             cache.unlink()
             cache.close()

@@ -45,6 +45,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from benchmarks._loadgen_mail import build_body
 from benchmarks._loadgen_stats import machine_facts
+from benchmarks._rates import per_cpu_second
 from gateway import native
 from gateway.keys import Identity, load_certificates, load_identity
 from gateway.keys.demo import write_demo_pki
@@ -100,23 +101,6 @@ def raw_signer(ident: Identity) -> Op:
     return lambda: key.sign(RAW_INPUT, scheme)
 
 
-def rate(op: Op, seconds: float) -> float:
-    """Calls per CPU-second of this process (= per core: everything here runs on one
-    thread), over at least `seconds` of CPU after one warm-up call. CPU time rather than
-    wall time, so other work on a shared machine does not count against us."""
-    op()
-    n, batch = 0, 1
-    start = time.process_time()
-    while True:
-        for _ in range(batch):
-            op()
-        n += batch
-        elapsed = time.process_time() - start
-        if elapsed >= seconds:
-            return n / elapsed
-        batch = min(batch * 2, 256)
-
-
 def build_ops(signers: dict[str, Identity], recipient: x509.Certificate,
               sizes: Sequence[int]) -> dict[tuple[str, str, int], Op]:
     """(key, operation, size) → op; key "-" for operations without a signing key."""
@@ -146,7 +130,7 @@ def measure(ops: dict[tuple[str, str, int], Op], rounds: int,
         # Alternate the order every round so no operation always runs first or last.
         keys = list(ops) if r % 2 == 0 else list(reversed(ops))
         for key in keys:
-            figures[key].append(rate(ops[key], seconds))
+            figures[key].append(per_cpu_second(ops[key], seconds))
         print(f"  round {r + 1}/{rounds} done", file=sys.stderr)
     return figures
 
