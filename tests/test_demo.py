@@ -63,11 +63,13 @@ def test_full_demo_tells_the_story_and_stops_everything(tmp_path: Path) -> None:
     assert "revoked its signing certificate in the directory" in text
     assert re.search(r"quarantined it .*\n.*smime=fail: revoked", text), text[-2000:]
     assert re.search(r"beta  smimegate_inbound_verdicts_total\{verdict=\"fail\"\} 1", text)
-    assert re.search(r"alpha smimegate_outbound_encrypted_total\{cipher=\"aes128-gcm\"\} 2",
+    # The demo certificates list no SMIMECapabilities (RFC 4262): GCM narrows to CBC.
+    assert re.search(r"alpha smimegate_outbound_encrypted_total\{cipher=\"aes128-cbc\"\} 2",
                      text)
     assert "All acts passed" in text
     wire = (out / "on-the-wire.eml").read_bytes()
-    assert b"authEnveloped-data" in wire
+    assert b"smime-type=enveloped-data" in wire
+    assert b"authEnveloped-data" not in wire
     assert b"Hi Bob" not in wire
     assert b"Hi Bob" in (out / "bob-received-1.eml").read_bytes()
     assert not (out / "bob-received-2.eml").exists()

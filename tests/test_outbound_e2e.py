@@ -305,7 +305,10 @@ def test_decisions_are_counted_in_the_front_ends_metrics(running: Running) -> No
     encrypted = running.gateway.metric(
         'smimegate_outbound_decisions_total{encrypt="opportunistic",outcome="encrypted"}')
     assert encrypted >= 1
-    assert running.gateway.metric('smimegate_outbound_encrypted_total{cipher="aes128-gcm"}') >= 1
+    # The demo certificates list no SMIMECapabilities (RFC 4262): GCM narrows to CBC.
+    assert running.gateway.metric('smimegate_outbound_encrypted_total{cipher="aes128-cbc"}') >= 1
+    assert running.gateway.metric('smimegate_outbound_cipher_narrowed_total'
+                                  '{from="aes128-gcm",to="aes128-cbc"}') >= 1
 
 
 def test_missing_key_file_is_a_precise_startup_error(world: World, tmp_path: Path) -> None:

@@ -114,7 +114,7 @@ def test_local_recipients_pass_and_outbound_are_signed_and_encrypted(
                                  b"smime=none")
     assert local.data.endswith(message())
     assert out.rcpt_tos == ("bob@beta.test",)
-    assert detect(out.data).layers[0] in ("enveloped", "auth-enveloped")
+    assert detect(out.data).layers[0] == "enveloped"  # no SMIMECapabilities: CBC
     inner = decrypt(out.data, bob_ring(pki))
     v = verify(inner, anchors=root(pki))
     assert v.ok, v.reason
@@ -238,10 +238,13 @@ def test_unscannable_message_is_refused_with_the_scanners_reply(pki: Path,
 
 
 def test_counts_apply_to_the_front_ends_counters(pki: Path, cache: CertCache) -> None:
-    before = metrics.ENCRYPTED.labels("aes128-gcm")._value.get()
+    # bob's certificate lists no SMIMECapabilities: the default GCM narrows to CBC.
+    before = metrics.ENCRYPTED.labels("aes128-cbc")._value.get()
+    narrowed = metrics.NARROWED.labels("aes128-gcm", "aes128-cbc")._value.get()
     r = process_with(state(pki, cache), job("bob@beta.test"))
     metrics.apply(r.counts)
-    assert metrics.ENCRYPTED.labels("aes128-gcm")._value.get() == before + 1
+    assert metrics.ENCRYPTED.labels("aes128-cbc")._value.get() == before + 1
+    assert metrics.NARROWED.labels("aes128-gcm", "aes128-cbc")._value.get() == narrowed + 1
 
 
 @pytest.mark.parametrize(("head", "expected", "complete"), [
@@ -288,9 +291,9 @@ def test_the_pool_initialises_each_worker_and_applies_its_counts(
 
     result = asyncio.run(go())
     assert result.refusal is None
-    assert detect(result.outputs[0].data).layers[0] in ("enveloped", "auth-enveloped")
+    assert detect(result.outputs[0].data).layers[0] == "enveloped"
     assert seen
-    assert ("encrypted", ("aes128-gcm",), 1.0) in seen[0]
+    assert ("encrypted", ("aes128-cbc",), 1.0) in seen[0]
 
 
 def test_a_worker_that_cannot_load_its_keys_never_starts(pki: Path, cache: CertCache,

@@ -166,6 +166,10 @@ class PolicySection:
                                   "the recipient's capabilities allow it)",
                                   choices=("aes128-gcm", "aes256-gcm", "aes128-cbc",
                                            "aes256-cbc"))
+    gcm_without_capabilities: bool = setting(
+        False, "bool", "keep a GCM cipher even when a recipient certificate does not list it "
+        "in SMIMECapabilities (RFC 4262); by default such recipients get the CBC cipher of "
+        "the same key size")
     default_sign: str = setting("required", "str", "signing when no rule decides",
                                 choices=("required", "if-possible", "never"))
     default_signing_certificate: str = setting(

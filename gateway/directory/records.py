@@ -16,14 +16,15 @@ from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID, ObjectIdentifier
+from cryptography.x509.oid import NameOID
 
+# Re-exported: the directory's readers and tests know them from here.
+from gateway.keys.capabilities import SMIME_CAPABILITIES_OID as SMIME_CAPABILITIES_OID
+from gateway.keys.capabilities import capabilities_of as capabilities_of
 from gateway.keys.identity import dns_names, email_addresses
 
 # RFC 5280 §5.3.1 CRLReason names, as cryptography spells them (x509.ReasonFlags values).
 REASONS = tuple(r.value for r in x509.ReasonFlags if r is not x509.ReasonFlags.remove_from_crl)
-
-SMIME_CAPABILITIES_OID = ObjectIdentifier("1.2.840.113549.1.9.15")  # RFC 4262 §2
 
 STATES = ("active", "revoked")
 
@@ -106,20 +107,6 @@ def usage_of(cert: x509.Certificate) -> tuple[str, ...]:
     if ku.digital_signature or ku.content_commitment:
         out.append("signing")
     return tuple(out)
-
-
-def capabilities_of(cert: x509.Certificate) -> tuple[str, ...] | None:
-    """The SMIMECapabilities extension (RFC 4262) as algorithm names, None if absent."""
-    try:
-        ext = cert.extensions.get_extension_for_oid(SMIME_CAPABILITIES_OID).value
-    except x509.ExtensionNotFound:
-        return None
-    raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
-    try:
-        caps = asn1_cms.SMIMECapabilites.load(raw)  # sic: asn1crypto spells it so
-        return tuple(str(c["capability_id"].native) for c in caps)
-    except Exception:  # asn1crypto parses lazily; bad DER raises many kinds
-        return ()  # present but unreadable: known to exist, contents unknown
 
 
 def _iands(cert: x509.Certificate) -> bytes:

@@ -63,6 +63,7 @@ def issue(
     not_before: dt.datetime | None = None,
     not_after: dt.datetime | None = None,
     serial: int | None = None,
+    extensions: tuple[x509.ExtensionType, ...] = (),
 ) -> Issued:
     """A certificate for key, signed by issuer (self-signed when issuer is None)."""
     now = dt.datetime.now(dt.UTC)
@@ -107,6 +108,8 @@ def issue(
         builder = builder.add_extension(x509.AuthorityInformationAccess([
             x509.AccessDescription(AuthorityInformationAccessOID.OCSP,
                                    x509.UniformResourceIdentifier(ocsp_url))]), critical=False)
+    for extra in extensions:  # e.g. SMIMECapabilities (RFC 4262) for a test's recipient
+        builder = builder.add_extension(extra, critical=False)
     cert = builder.sign(signer_key, hashes.SHA256())
     return Issued(key, cert)
 

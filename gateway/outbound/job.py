@@ -13,7 +13,9 @@ message (DESIGN.md, process model; RFC 8551 for what is written):
    domain's identity ("domain"), the sender's own ("sender") or the one a rule names (an
    address or a domain), unless sign = "never" or the input is already signed or
    encrypted; then encrypt (RFC 8551 §3.3) to the recipients' certificates from the
-   shared-memory cache with the decision's cipher. Input that is already encrypted is
+   shared-memory cache with the decision's cipher, narrowed from GCM to CBC of the same
+   key size unless every certificate lists that GCM in SMIMECapabilities (RFC 4262;
+   policy.gcm_without_capabilities skips this). Input that is already encrypted is
    passed on as it is (if_encrypted = "skip"), less those header fields.
 4. No usable certificate → the decision's fallback: "plain" sends the signed copy
    unencrypted; "defer" refuses 451 4.7.0; "reject" refuses 550 5.7.1; "tls-only" is
@@ -39,6 +41,7 @@ from gateway.envelope import Envelope, Reply, domain_of
 from gateway.inbound.job import handle
 from gateway.inbound.quarantine import Quarantine, QuarantineError
 from gateway.keys import Identity
+from gateway.keys.capabilities import narrowed_cipher
 from gateway.mime.canon import canonicalize
 from gateway.mime.scanned import MimeError
 from gateway.outbound import metrics
@@ -255,23 +258,37 @@ def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group:
         if not all_found:
             log.info("%s: subject keyword(s) %s not found literally (encoded?); left as "
                      "they are", mid, ", ".join(d.strip_subject_keywords))
+    cipher = _cipher(state, d.cipher, certs, mid, who, tally)
     try:
         signed = _sign(state, env, out, facts, d, mid, who, tally)
         out = signed if signed is not None else out
         if certs:
-            out = encrypt(out, certs, cipher=d.cipher, protect_headers=d.protect_headers,
+            out = encrypt(out, certs, cipher=cipher, protect_headers=d.protect_headers,
                           if_encrypted="skip")
-            tally.inc("encrypted", d.cipher)
+            tally.inc("encrypted", cipher)
     except SMIMEError as e:
         log.error("%s to %s: cannot sign or encrypt: %s", mid, who, e)
         raise Refused(CRYPTO_FAILED, f"S/MIME failed: {e}") from None
     outcome = "encrypted" if certs else ("signed-only" if signed is not None else "plain")
     log.info("%s to %s: %s (encrypt=%s%s, sign=%s/%s, cipher=%s; rules %s)", mid, who,
              outcome, d.encrypt, f", {found.kind} certificate" if certs else "", d.sign,
-             d.signing_certificate, d.cipher if certs else "-",
+             d.signing_certificate, cipher if certs else "-",
              ", ".join(d.matched) or "none")
     _count(tally, d, rcpts, outcome)
     return out
+
+
+def _cipher(state: Loaded, decided: str, certs: tuple[x509.Certificate, ...], mid: str,
+            who: str, tally: metrics.Tally) -> str:
+    """The decided cipher, narrowed to CBC unless every certificate lists its GCM."""
+    if not certs or state.context.policy.gcm_without_capabilities:
+        return decided
+    cipher = narrowed_cipher(decided, certs)
+    if cipher != decided:
+        log.info("%s to %s: %s not listed in every recipient certificate's "
+                 "SMIMECapabilities: %s instead", mid, who, decided, cipher)
+        tally.inc("cipher_narrowed", decided, cipher)
+    return cipher
 
 
 def _sign(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, d: Decision,

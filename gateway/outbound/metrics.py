@@ -21,6 +21,10 @@ UNSIGNED = Counter("smimegate_outbound_unsigned", "copies sent unsigned, by reas
                    ["reason"], registry=REGISTRY)
 ENCRYPTED = Counter("smimegate_outbound_encrypted", "copies encrypted, by cipher",
                     ["cipher"], registry=REGISTRY)
+NARROWED = Counter("smimegate_outbound_cipher_narrowed",
+                   "copies encrypted with CBC instead of the decided GCM cipher because a "
+                   "recipient certificate does not list it in SMIMECapabilities (RFC 4262)",
+                   ["from", "to"], registry=REGISTRY)
 REFUSED = Counter("smimegate_outbound_refused", "messages refused by the outbound path",
                   ["reason"], registry=REGISTRY)
 
@@ -28,7 +32,8 @@ REFUSED = Counter("smimegate_outbound_refused", "messages refused by the outboun
 # back in Result.counts, and the front end's pool applies them here (apply()).
 COUNTERS: dict[str, Counter] = {"decisions": DECISIONS, "fallbacks": FALLBACKS,
                                 "signed": SIGNED, "unsigned": UNSIGNED,
-                                "encrypted": ENCRYPTED, "refused": REFUSED}
+                                "encrypted": ENCRYPTED, "cipher_narrowed": NARROWED,
+                                "refused": REFUSED}
 
 Count = tuple[str, tuple[str, ...], float]
 
