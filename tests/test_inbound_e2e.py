@@ -18,8 +18,7 @@ import smtplib
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,31 +27,18 @@ import pytest
 from benchmarks.loadgen import Sink
 from gateway.keys.demo import write_demo_pki
 from gateway.smime import detect
-from tests.test_outbound_e2e import Gateway
+from tests.test_outbound_e2e import Gateway, Running
 from tests.test_relay_e2e import REPO
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @dataclass
-class World:
-    pki: Path
-    tmp: Path
-    gateway: Gateway
-    sink: Sink
-    loop: asyncio.AbstractEventLoop
+class World(Running):
+    """A beta.test gateway (inbound) and its internal sink; `arrived` from Running."""
 
-    def arrived(self, mid: str, timeout: float = 30.0) -> bytes:
-        async def wait() -> bytes:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                for m in self.sink.messages:
-                    if mid.encode() in m.data.split(b"\r\n\r\n", 1)[0]:
-                        return m.data
-                await asyncio.sleep(0.05)
-            raise AssertionError(f"{mid} did not arrive; gateway log:\n"
-                                 + self.gateway.log.read_text()[-3000:])
-        return asyncio.run_coroutine_threadsafe(wait(), self.loop).result(timeout + 5)
+    pki: Path = Path()
+    tmp: Path = Path()
 
     def quarantine(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "gateway", "quarantine", *args, "-c",
@@ -98,17 +84,16 @@ tls = "none"
 """
 
 
-@pytest.fixture(scope="module", name="world")
-def world_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    pki = tmp_path_factory.mktemp("inbound-e2e-pki")
+def beta_world(pki: Path, tmp: Path, config_for: Callable[[int], str]) -> Iterator[World]:
+    """`smimegate run` as beta.test's inbound gateway with the config config_for(sink
+    port) and a sink for beta's internal server; stopped after."""
     write_demo_pki(pki)
-    tmp = tmp_path_factory.mktemp("inbound-gw")
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     sink = Sink(port=0, keep_data=True)
     asyncio.run_coroutine_threadsafe(sink.start(), loop).result(10)
-    gateway = Gateway(tmp, toml(pki, tmp, sink.port))
+    gateway = Gateway(tmp, config_for(sink.port))
     args = gateway.args
     args[args.index("gw.alpha.test")] = "mx.beta.test"
     args[args.index("alpha.test")] = "beta.test"  # the --local-domain value
@@ -116,13 +101,20 @@ def world_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     del args[i:i + 2]  # from the file, where `smimegate quarantine` reads it too
     try:
         gateway.start()
-        yield World(pki, tmp, gateway, sink, loop)
+        yield World(gateway, sink, loop, pki, tmp)
     finally:
         gateway.stop()
         asyncio.run_coroutine_threadsafe(sink.stop(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@pytest.fixture(scope="module", name="world")
+def world_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    pki = tmp_path_factory.mktemp("inbound-e2e-pki")
+    tmp = tmp_path_factory.mktemp("inbound-gw")
+    yield from beta_world(pki, tmp, lambda port: toml(pki, tmp, port))
 
 
 def openssl_mail(pki: Path, tmp: Path, recipient_cert: str, subject: str) -> bytes:
