@@ -53,11 +53,23 @@ class Opened:
 
 def from_addresses(message: bytes) -> list[str]:
     """Every address of every From field (lower case); [] when there is none."""
+    global _last_from
+    last = _last_from
+    if last is not None and last[0] is message:
+        return list(last[1])
     try:
         fields = [h.value for h in parse_message(message).headers if h.key == "from"]
     except SMIMEError:
         return []
-    return [a.lower() for _, a in email.utils.getaddresses(fields) if "@" in a]
+    found = [a.lower() for _, a in email.utils.getaddresses(fields) if "@" in a]
+    _last_from = (message, tuple(found))
+    return found
+
+
+# The opened message's From is read up to four times (signer check, Authentication-Results,
+# harvest, learnt capabilities), at a tenth of a verification each: the last answer is
+# kept with the very bytes object it is for (held, so its identity cannot be reused).
+_last_from: tuple[bytes, tuple[str, ...]] | None = None
 
 
 def from_address(message: bytes) -> str:

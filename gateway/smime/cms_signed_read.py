@@ -2,19 +2,23 @@
 
 gpgsm and NSS write indefinite lengths; asn1crypto reads them. The result is the plain
 ParsedSignedData record; any parse problem becomes SMIMEError("malformed"). Signed
-attributes are read one by one through a lenient spec, so an attribute asn1crypto cannot
-decode (NSS's 1.3.6.1.4.1.311.16.4) does no harm, and their ORIGINAL encoding, re-tagged
-as a SET, is kept for the signature check (RFC 5652 §5.4). Certificates that
+attributes are read one by one (gateway/smime/cms_attrs.py), only the values verification
+reads decoded, so an attribute asn1crypto cannot decode (NSS's 1.3.6.1.4.1.311.16.4)
+does no harm, and their ORIGINAL encoding, re-tagged as a SET, is kept for the signature
+check (RFC 5652 §5.4). Certificates that
 `cryptography` cannot fully parse are left out (it parses lazily: each field verification
 reads is touched here once), so nothing downstream meets a half-readable certificate.
+Carried certificates are parsed once per process and DER (a bounded memo): senders send
+the same chain with every message.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import itertools
 import warnings
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 from asn1crypto import cms as acms
 from asn1crypto import core
@@ -23,28 +27,23 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.utils import CryptographyDeprecationWarning
 
-from gateway.smime import der
+from gateway.smime import cms_attrs, der
 from gateway.smime.cms_signed import (
     ATTR_CONTENT_TYPE,
     ATTR_MESSAGE_DIGEST,
     ATTR_SIGNING_TIME,
+    ATTR_SMIME_CAPABILITIES,
     ID_SIGNED_DATA,
     MAX_CERTIFICATES,
 )
 from gateway.smime.errors import SMIMEError
 
-READ_ATTRIBUTES = frozenset({ATTR_CONTENT_TYPE, ATTR_MESSAGE_DIGEST, ATTR_SIGNING_TIME})
-
-
-class _LenientAttribute(core.Sequence):  # type: ignore[misc]
-    """Attribute with its values kept undecoded (RFC 5652 §5.3 Attribute)."""
-
-    _fields: ClassVar[list[Any]] = [("type", core.ObjectIdentifier),
-                                    ("values", core.SetOf, {"spec": core.Any})]
-
-
-class _LenientAttributes(core.SetOf):  # type: ignore[misc]
-    _child_spec = _LenientAttribute
+# The attributes whose values are kept (as DER); SMIMECapabilities (RFC 8551 §2.5.2) is
+# kept undecoded and read only when a caller asks (gateway/inbound/learn.py).
+READ_ATTRIBUTES = frozenset({ATTR_CONTENT_TYPE, ATTR_MESSAGE_DIGEST, ATTR_SIGNING_TIME,
+                             ATTR_SMIME_CAPABILITIES})
+MAX_CAPABILITIES = 64  # algorithms read from one SMIMECapabilities value; the rest ignored
+CERTIFICATE_MEMO = 512  # parsed carried certificates kept per process, by exact DER
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +51,8 @@ class ParsedSigner:
     """One SignerInfo, decoded to plain values; certificate is None when not carried."""
 
     certificate: x509.Certificate | None
-    sid: str  # for messages: "issuer CN..., serial 0x..." or "ski ..."
+    sid: str  # for messages: "issuer CN..., serial 0x..." (the issuer only when the
+    # certificate is missing, the one time it is shown), or "subject key identifier ..."
     digest_oid: str
     signature_oid: str
     signature_params: bytes | None  # DER of the parameters, None when absent
@@ -102,22 +102,64 @@ def _parse(data: bytes) -> ParsedSignedData:
     encap = sd["encap_content_info"]
     e_type = encap["content_type"].dotted
     e_content = encap["content"]
+    if isinstance(e_content, core.Any):
+        # asn1crypto has specs for a few eContentTypes only; for the others it hands back
+        # Any, whose bytes() is its repr. eContent is an OCTET STRING whatever the type
+        # (RFC 5652 §5.2).
+        e_content = e_content.parse(core.ParsableOctetString)
     # BER may split eContent into a constructed OCTET STRING; bytes() joins the chunks.
     content = None if isinstance(e_content, core.Void) else bytes(e_content.__bytes__())
-    pairs: list[tuple[ax509.Certificate, x509.Certificate]] = []
     cert_field = sd["certificates"]
-    if not isinstance(cert_field, core.Void):
-        if len(cert_field) > MAX_CERTIFICATES:
-            raise SMIMEError(f"more than {MAX_CERTIFICATES} certificates in SignedData")
-        for choice in cert_field:
-            if choice.name != "certificate":
-                continue  # attribute certificates and others play no part in S/MIME
-            loaded = _load_certificate(choice.chosen.dump())
-            if loaded is None:
-                continue  # an unreadable certificate cannot be the signer's
-            pairs.append((choice.chosen, loaded))
+    pairs = () if isinstance(cert_field, core.Void) else _known_set(cert_field.dump())
     signers = tuple(_parse_signer(si, pairs) for si in sd["signer_infos"])
-    return ParsedSignedData(e_type, content, tuple(c for _, c in pairs), signers)
+    return ParsedSignedData(e_type, content, tuple(k.cert for k in pairs), signers)
+
+
+@functools.lru_cache(maxsize=CERTIFICATE_MEMO // 4)
+def _known_set(encoded: bytes) -> tuple[_Known, ...]:
+    """The readable certificates of a CertificateSet ([0] IMPLICIT, as encoded): a sender
+    carries the same set in every message, so it is split once per encoding."""
+    cert_field = acms.CertificateSet.load(der.retag(encoded, der.SET), strict=True)
+    if len(cert_field) > MAX_CERTIFICATES:
+        raise SMIMEError(f"more than {MAX_CERTIFICATES} certificates in SignedData")
+    pairs: list[_Known] = []
+    for choice in cert_field:
+        if choice.name != "certificate":
+            continue  # attribute certificates and others play no part in S/MIME
+        known = _known_certificate(choice.chosen.dump())
+        if known is None:
+            continue  # an unreadable certificate cannot be the signer's
+        pairs.append(known)
+    return tuple(pairs)
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A carried certificate with what signer matching reads, parsed once per DER."""
+
+    cert: x509.Certificate
+    serial: int
+    issuer: ax509.Name  # for the rare differently-encoded-but-equal issuer
+    issuer_der: bytes
+    key_identifier: bytes | None  # its subjectKeyIdentifier extension
+    computed_ski: bytes  # RFC 5280 §4.2.1.2 method 1 over its public key
+
+
+@functools.lru_cache(maxsize=CERTIFICATE_MEMO)
+def _known_certificate(data: bytes) -> _Known | None:
+    """Senders carry the same few certificates in every message: parsing one (with both
+    libraries) costs more than the signature check, so the result is memoised by its
+    exact DER, which determines it. Bounded; unreadable ones (None) are memoised too."""
+    cert = _load_certificate(data)
+    if cert is None:
+        return None
+    try:
+        a_cert = ax509.Certificate.load(data, strict=True)
+        issuer = a_cert.issuer
+        return _Known(cert, a_cert.serial_number, issuer, issuer.dump(), a_cert.key_identifier,
+                      _computed_ski(cert))
+    except _PARSE_ERRORS:
+        return None  # cryptography read it but asn1crypto cannot: not a signer we can match
 
 
 def _load_certificate(data: bytes) -> x509.Certificate | None:
@@ -137,46 +179,44 @@ def _load_certificate(data: bytes) -> x509.Certificate | None:
         cert.not_valid_before_utc  # noqa: B018
         cert.not_valid_after_utc  # noqa: B018
     except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension,
-            x509.UnsupportedGeneralNameType):
+            x509.UnsupportedGeneralNameType, x509.InvalidVersion):
+        # InvalidVersion: a version field other than v1/v3 (found by fuzzing; it is no
+        # ValueError and escaped as a traceback before)
         return None
     return cert
 
 
-def _parse_signer(si: acms.SignerInfo,
-                  pairs: list[tuple[ax509.Certificate, x509.Certificate]]) -> ParsedSigner:
+def _parse_signer(si: acms.SignerInfo, pairs: tuple[_Known, ...]) -> ParsedSigner:
     sid = si["sid"]
     found: x509.Certificate | None = None
     if sid.name == "issuer_and_serial_number":
         issuer = sid.chosen["issuer"]
         serial = sid.chosen["serial_number"].native
-        label = f"issuer {issuer.human_friendly}, serial {serial:#x}"
         issuer_der = issuer.dump()
-        for a_cert, c_cert in pairs:
+        for known in pairs:
             # Byte-equal names first: asn1crypto's Name equality runs RFC 4518 string
             # preparation (a third of a verify); it remains for differently encoded names.
-            if a_cert.serial_number == serial and (a_cert.issuer.dump() == issuer_der
-                                                   or a_cert.issuer == issuer):
-                found = c_cert
+            if known.serial == serial and (known.issuer_der == issuer_der
+                                           or known.issuer == issuer):
+                found = known.cert
                 break
+        # The issuer's human-friendly form costs more than a signature check and is shown
+        # only when the certificate is missing.
+        label = f"serial {serial:#x}" if found is not None else \
+            f"issuer {issuer.human_friendly}, serial {serial:#x}"
     else:
         ski = sid.chosen.native
         label = f"subject key identifier {ski.hex()}"
-        for a_cert, c_cert in pairs:
-            if a_cert.key_identifier == ski or _computed_ski(c_cert) == ski:
-                found = c_cert
+        for known in pairs:
+            if known.key_identifier == ski or known.computed_ski == ski:
+                found = known.cert
                 break
     attrs_field = si["signed_attrs"]
     signed_attrs: bytes | None = None
-    attributes: list[tuple[str, tuple[bytes, ...]]] = []
+    attributes: cms_attrs.Attributes = ()
     if not isinstance(attrs_field, core.Void):
         signed_attrs = der.retag(attrs_field.dump(), der.SET)
-        for attr in _LenientAttributes.load(signed_attrs, strict=True):
-            oid = attr["type"].dotted
-            # Only the values verification reads are decoded: others may be anything,
-            # e.g. SMIMEEncryptionKeyPreference's [0] IMPLICIT choice (RFC 8551 §2.5.3),
-            # which asn1crypto's Any cannot even hold.
-            values = tuple(v.dump() for v in attr["values"]) if oid in READ_ATTRIBUTES else ()
-            attributes.append((oid, values))
+        attributes = cms_attrs.read_attributes(signed_attrs, READ_ATTRIBUTES)
     sig_alg = si["signature_algorithm"]
     params = sig_alg["parameters"]
     params_der = None if isinstance(params, core.Void) else params.dump()
@@ -188,7 +228,7 @@ def _parse_signer(si: acms.SignerInfo,
         signature_params=params_der,
         signature=si["signature"].native,
         signed_attrs=signed_attrs,
-        attributes=tuple(attributes),
+        attributes=attributes,
     )
 
 
@@ -222,3 +262,35 @@ def decode_oid(value: bytes) -> str:
         return str(core.ObjectIdentifier.load(value, strict=True).dotted)
     except _PARSE_ERRORS as e:
         raise SMIMEError(f"malformed OBJECT IDENTIFIER attribute: {e}") from None
+
+
+# decode_capabilities' answers per encoding (bounded in count and in size of each).
+_DECODED_MAX = 1024
+_DECODED_BYTES = 2048
+_decoded: dict[bytes, tuple[str, ...]] = {}
+
+
+def decode_capabilities(values: tuple[bytes, ...] | None) -> tuple[str, ...]:
+    """The algorithm OIDs (dotted, in the signer's order of preference) of an
+    SMIMECapabilities attribute's values (RFC 8551 §2.5.2); () when it is absent, has not
+    exactly one value, or does not parse. Never raises: the attribute is advice, and
+    garbage in it must not fail a signature that verified."""
+    if not values or len(values) != 1:
+        return ()
+    # One sender's software writes the same bytes every time, and asn1crypto takes tens
+    # of microseconds to read them: remember the answer per encoding.
+    known = _decoded.get(values[0])
+    if known is not None:
+        return known
+    try:
+        caps = acms.SMIMECapabilites.load(values[0], strict=True)  # sic: asn1crypto's name
+        oids = tuple(str(c["capability_id"].dotted)
+                     for c in itertools.islice(caps, MAX_CAPABILITIES))
+    except _PARSE_ERRORS:
+        oids = ()
+    if len(values[0]) <= _DECODED_BYTES:  # a hostile sender's huge value is not kept
+        if len(_decoded) >= _DECODED_MAX:
+            _decoded.clear()
+        _decoded[values[0]] = oids
+    return oids
+

@@ -5,10 +5,13 @@ are the signed content) and opaque application/pkcs7-mime signed-data. For each
 SignerInfo: the signer's certificate among the SignedData's certificates (issuer+serial
 or subject key identifier), the contentType and messageDigest signed attributes, the
 signature over the attributes' original encoding, the chain to the caller's anchors via
-gateway.keys.validate (purpose "sign": validity, key usage, emailProtection EKU) and,
-when the caller plugs one in, revocation. The signer's addresses and domains are reported
+gateway.keys.validate (purpose "sign": validity, key usage, emailProtection EKU; passing
+verdicts memoised per process by gateway.keys.chain_cache) and, when the caller plugs one
+in, revocation, asked for every message. The signer's addresses and domains are reported
 so the caller can compare them with From (RFC 8550 §3); this module does not, because
-only the caller knows which header it trusts.
+only the caller knows which header it trusts. A passing signer's SMIMECapabilities
+attribute (RFC 8551 §2.5.2) is reported too (`SignerInfoResult.capabilities`), for the
+caller to remember what the sender's software decrypts (RFC 8551 §2.7.1).
 
 A signature that does not verify is a VerifyResult with ok=False and a code; only input
 that is not an S/MIME signed message, or cannot be parsed, raises SMIMEError.
@@ -28,8 +31,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from gateway.keys.chain_cache import validate_certificate_cached
 from gateway.keys.identity import dns_names, email_addresses
-from gateway.keys.validate import names_match, validate_certificate
+from gateway.keys.validate import names_match
 from gateway.mime.canon import canonicalize
 from gateway.smime import cms_signed as cs
 from gateway.smime import cms_signed_read as cr
@@ -73,6 +77,15 @@ class SignerInfoResult:
     addresses: tuple[str, ...]  # rfc822Name (and legacy emailAddress) of the certificate
     domains: tuple[str, ...]  # dNSName: a domain certificate speaks for these
     revocation: str = "not-checked"
+    # The SMIMECapabilities signed attribute's values as DER (RFC 8551 §2.5.2), () when
+    # absent; decoded only when `capabilities` is read, so verification does not pay.
+    capabilities_der: tuple[bytes, ...] = ()
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """The algorithm OIDs the signer announces (dotted, most preferred first); () when
+        absent or unreadable, which never fails the signature."""
+        return cr.decode_capabilities(self.capabilities_der)
 
     @property
     def subject(self) -> str:
@@ -253,8 +266,10 @@ def _verify_signer(signer: cr.ParsedSigner, parsed: cr.ParsedSignedData, content
     if bad is not None:
         return _fail(bad[0], bad[1], signer, signing_time=signing_time)
     others = [c for c in parsed.certificates if c is not cert]
-    chain = validate_certificate(cert, anchors=anchors, intermediates=others, at=at,
-                                 purpose="sign")
+    # Passing chain verdicts are remembered per process (gateway/keys/chain_cache.py);
+    # revocation below is still asked for every message.
+    chain = validate_certificate_cached(cert, anchors=anchors, intermediates=others, at=at,
+                                        purpose="sign")
     if not chain.ok:
         return _fail(chain.code, chain.reason, signer, signing_time=signing_time)
     status, why = _revocation(chain.chain, revocation)
@@ -265,7 +280,8 @@ def _verify_signer(signer: cr.ParsedSigner, parsed: cr.ParsedSignedData, content
         ok=True, code="ok", reason=f"signed by {cert.subject.rfc4514_string()}",
         certificate=cert, chain=chain.chain, digest_algorithm=digest,
         signature_algorithm=kind, signing_time=signing_time,
-        addresses=email_addresses(cert), domains=dns_names(cert), revocation=status)
+        addresses=email_addresses(cert), domains=dns_names(cert), revocation=status,
+        capabilities_der=signer.attribute(cs.ATTR_SMIME_CAPABILITIES) or ())
 
 
 def _check_attributes(signer: cr.ParsedSigner, content_type: str,
