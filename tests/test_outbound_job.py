@@ -228,6 +228,16 @@ def test_subject_keyword_is_stripped_and_cipher_kept(pki: Path, cache: CertCache
     assert counts(r)[("encrypted", ("aes256-cbc",))] == 1
 
 
+def test_an_encoded_subject_keyword_matches_and_is_stripped(pki: Path, cache: CertCache) -> None:
+    # issue 6: Outlook and Thunderbird encode any non-ASCII subject (RFC 2047)
+    s = state(pki, cache, [{"name": "kw", "subject_keyword": ["[secure]"],
+                            "strip_subject_keyword": True, "encrypt": "required"}])
+    subject = "=?UTF-8?Q?=5BSecure=5D_Geh=C3=A4lter?="
+    r = process_with(s, job("bob@beta.test", data=message(subject)))
+    assert b"\r\nSubject: =?UTF-8?B?R2Vow6RsdGVy?=\r\n" in r.outputs[0].data
+    assert counts(r)[("decisions", ("required", "encrypted"))] == 1
+
+
 def test_unscannable_message_is_refused_with_the_scanners_reply(pki: Path,
                                                                 cache: CertCache) -> None:
     bad = (b"From: a@alpha.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed"
@@ -251,8 +261,9 @@ def test_counts_apply_to_the_front_ends_counters(pki: Path, cache: CertCache) ->
     (b"Subject: [encrypt] Hi\r\n", b"Subject: Hi\r\n", True),
     (b"Subject: Hi [ENCRYPT] there\r\n", b"Subject: Hi there\r\n", True),
     (b"subject: Hi\r\n [encrypt]\r\n", b"subject: Hi\r\n", True),
-    (b"Subject: =?utf-8?q?=5Bencrypt=5D?= Hi\r\n", b"Subject: =?utf-8?q?=5Bencrypt=5D?= Hi\r\n",
-     False),
+    (b"Subject: =?utf-8?q?=5Bencrypt=5D?= Hi\r\n", b"Subject: Hi\r\n", True),  # issue 6
+    (b"Subject: =?x-unknown?q?=5Bencrypt=5D?= Hi\r\n",
+     b"Subject: =?x-unknown?q?=5Bencrypt=5D?= Hi\r\n", False),  # undecodable: left, logged
 ])
 def test_strip_keywords(head: bytes, expected: bytes, complete: bool) -> None:
     msg = b"From: a@b\r\n" + head + b"X-Subject: [encrypt]\r\n\r\nSubject: [encrypt]\r\n"
