@@ -58,8 +58,9 @@ class Smimegate:
 
     def __init__(self, cmd: list[str], port: int, sink_port: int,
                  domains: tuple[str, ...], *, extra_config: str = "",
-                 workers: int = 0) -> None:
+                 workers: int = 0, tree: Path = REPO) -> None:
         self.cmd = cmd
+        self.tree = tree  # the checkout whose gateway runs (`python -m gateway` from it)
         self.extra_config = extra_config  # more gateway.toml (e.g. [keys], [lookup])
         self.workers = workers  # 0: the gateway's default
         self.domains = domains
@@ -83,7 +84,7 @@ class Smimegate:
                 *(arg for d in self.domains for arg in ("--transport", f"{d}={sink}"))]
         self.log = (self.root / "smimegate.log").open("wb")
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT,
-                                     cwd=REPO)
+                                     cwd=self.tree)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -11,9 +11,26 @@ every recipient address the measured load uses, so the figures are steady state.
 
     python -m benchmarks.bench_outbound                 # 2,000 × 10 KB, 100 sessions
     python -m benchmarks.bench_outbound --postfix --messages 5000 --sessions 20
+    # before/after a change: medians of 3 alternating rounds, this tree beside another
+    git worktree add /tmp/base HEAD && python -m benchmarks.bench_outbound --postfix \
+        --rounds 3 --baseline /tmp/base
 
-Prints msgs/s accepted and delivered (end to end) and the ratios of delivered msgs/s;
-writes JSON to benchmarks/results/.
+Prints msgs/s accepted and delivered (end to end), relay CPU per message (the gateway's
+whole process tree) and the ratios of delivered msgs/s; writes JSON to
+benchmarks/results/.
+
+Reading it: the load generator, the sink, the relays and the kernel share the machine's
+cores, so a relay's msgs/s is about cores / (CPU per message of everything); relay CPU
+per message is the steadier figure. The machines drift by tens of percent within
+minutes (and other work on them shows up here): compare only within one run, with
+--rounds 3 or more, and --baseline for a change. Where the CPU goes: per thread from
+/proc/PID/task/*/stat; Python stacks with `py-spy record --subprocesses --nonblocking
+-r 200 -f raw -p PID` (the gateway and its workers); kernel stacks with
+`perf record -g -p PID,...`. The benchmark VMs' root filesystem is ext4 without a
+journal, where creating a file steps over every inode freed in the last minutes
+(recently_deleted() in fs/ext4/ialloc.c): a spool that creates and deletes a file per
+message pays more the longer the load runs (gateway.spool.pool.FilePool avoids it;
+Postfix, which creates a queue file per message, pays it too).
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,7 +49,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from benchmarks._loadgen_stats import machine_facts
-from benchmarks._smimegate_proc import Smimegate, free_port, smimegate_command
+from benchmarks._smimegate_proc import REPO, Smimegate, free_port, smimegate_command
 from benchmarks.bench_relay import RCPT_DOMAIN, SENDER_DOMAIN, Target, run_loadgen
 from benchmarks.loadgen import RESULTS, SinkProcess, run_async
 from gateway.keys import load_certificates, load_private_key
@@ -96,6 +114,17 @@ def start_directory(pki: Path, data: Path) -> Any:
     return server
 
 
+def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """One target's figures over its rounds: medians, and every round's row."""
+    row = dict(rounds[len(rounds) // 2])  # errors, latencies: a middle round's
+    for key in ("accepted_per_s", "delivered_per_s"):
+        row[key] = statistics.median(r.get(key, 0.0) for r in rounds)
+    row["relay_cpu_ms"] = statistics.median(
+        1000 * r["cpu_s"]["relay"] / max(1, r["accepted"]) for r in rounds)
+    row["rounds"] = rounds
+    return row
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_outbound",
                                 description=__doc__.split("\n\n")[0])
@@ -105,14 +134,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="messages sent first to each target (fills the certificate cache)")
     p.add_argument("--workers", type=int, default=0, help="worker processes (0: per core)")
     p.add_argument("--postfix", action="store_true", help="also measure Postfix (plain)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="measured rounds; each runs every target once, in turn (medians)")
+    p.add_argument("--baseline", type=Path, default=None, metavar="DIR",
+                   help="another checkout whose smimegate runs beside this one's, each "
+                        "configuration both ways (e.g. `git worktree add DIR HEAD~1`)")
     p.add_argument("--json", default=None, metavar="PATH")
     args = p.parse_args(argv)
     cmd, why = smimegate_command()
     if cmd is None:
         print(f"smimegate cannot run: {why}")
         return 1
+    if args.baseline is not None and not (args.baseline / "gateway" / "run.py").is_file():
+        print(f"--baseline {args.baseline}: not a checkout of this project")
+        return 1
     cores = os.cpu_count() or 1
-    rows: list[dict[str, Any]] = []
+    measured: dict[str, list[dict[str, Any]]] = {}
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-outbound-") as tmp:
         pki = Path(tmp) / "pki"
@@ -132,35 +169,52 @@ def main(argv: Sequence[str] | None = None) -> int:
                     targets.append(("postfix (plain)", Target("postfix", pf.port, pf)))
                 except PostfixError as e:
                     notes.append(f"Postfix NOT measured: {e}")
+            tag = f"bench-outbound-{os.getpid()}"
             configs = {"smimegate plain": "",
                        "sign+encrypt RSA-2048": outbound_config(
-                           pki, "domain-rsa", directory.url, f"bench-outbound-{os.getpid()}-r"),
+                           pki, "domain-rsa", directory.url, f"{tag}-r"),
                        "sign+encrypt P-256": outbound_config(
-                           pki, "domain-ec", directory.url, f"bench-outbound-{os.getpid()}-e")}
+                           pki, "domain-ec", directory.url, f"{tag}-e")}
+            trees = [("", REPO)] + ([(" [baseline]", args.baseline.resolve())]
+                                    if args.baseline is not None else [])
             for name, extra in configs.items():
-                gw = Smimegate(cmd, free_port(), sink.port, (RCPT_DOMAIN, SENDER_DOMAIN),
-                               extra_config=extra, workers=args.workers)
-                gw.start()
-                targets.append((name, Target("smimegate", gw.port, gw)))
-            for name, target in targets:
+                for suffix, tree in trees:
+                    # Each gateway its own cache name: two of them may run at once.
+                    config = extra.replace(tag, f"{tag}{len(targets)}")
+                    gw = Smimegate(cmd, free_port(), sink.port, (RCPT_DOMAIN, SENDER_DOMAIN),
+                                   extra_config=config, workers=args.workers, tree=tree)
+                    gw.start()
+                    targets.append((name + suffix, Target("smimegate", gw.port, gw)))
+            for _, target in targets:
                 if args.warmup:
                     run_async(run_loadgen(target, sink, SIZE, args.sessions, args.warmup, 20.0))
-                row = run_async(run_loadgen(target, sink, SIZE, args.sessions, args.messages,
-                                            20.0))
-                row["target"] = name
-                rows.append(row)
-                relay_cpu = row["cpu_s"]["relay"]
-                print(f"{name:<24} {row['accepted_per_s']:>8.0f} msgs/s accepted, "
-                      f"{row.get('delivered_per_s', 0):>8.0f} delivered/s, relay CPU "
-                      f"{1000 * relay_cpu / max(1, row['accepted']):.2f} ms/msg, "
-                      f"errors {row['errors'] or 'none'}", flush=True)
+            for r in range(args.rounds):
+                for name, target in targets:
+                    row = run_async(run_loadgen(target, sink, SIZE, args.sessions,
+                                                args.messages, 20.0))
+                    measured.setdefault(name, []).append(row)
+                    relay_cpu = row["cpu_s"]["relay"]
+                    print(f"{name:<36} {row['accepted_per_s']:>6.0f} msgs/s accepted, "
+                          f"{row.get('delivered_per_s', 0):>6.0f} delivered/s, relay CPU "
+                          f"{1000 * relay_cpu / max(1, row['accepted']):.2f} ms/msg, "
+                          f"errors {row['errors'] or 'none'}"
+                          + (f"  (round {r + 1})" if args.rounds > 1 else ""), flush=True)
         finally:
             for _, t in targets:
                 if t.relay is not None:
                     t.relay.stop()
             sink.stop()
             directory.stop()
+    rows = []
+    for name, rounds in measured.items():
+        rows.append({"target": name, **summarise(rounds)})
     by = {r["target"]: r for r in rows}
+    if args.rounds > 1:
+        print(f"medians of {args.rounds} rounds:")
+        for row in rows:
+            print(f"{row['target']:<36} {row['accepted_per_s']:>6.0f} msgs/s accepted, "
+                  f"{row['delivered_per_s']:>6.0f} delivered/s, relay CPU "
+                  f"{row['relay_cpu_ms']:.2f} ms/msg")
     ratios: dict[str, float] = {}
     for key, stem in (("sign+encrypt RSA-2048", "domain-rsa"),
                       ("sign+encrypt P-256", "domain-ec")):
@@ -173,8 +227,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             if base in by and by[base]["delivered_per_s"]:
                 ratios[f"{key} / {base}"] = round(rate / by[base]["delivered_per_s"], 3)
                 print(f"  {key} / {base}: {ratios[f'{key} / {base}']}×")
+    if args.baseline is not None:
+        for name in configs:
+            new, old = by.get(name), by.get(name + " [baseline]")
+            if new and old and old["delivered_per_s"]:
+                ratios[f"{name} / baseline"] = round(
+                    new["delivered_per_s"] / old["delivered_per_s"], 3)
+                print(f"{name}: this tree / baseline = {ratios[f'{name} / baseline']}× "
+                      f"delivered/s, relay CPU {new['relay_cpu_ms']:.2f} vs "
+                      f"{old['relay_cpu_ms']:.2f} ms/msg")
     report = {"benchmark": "bench_outbound", "machine": machine_facts(), "notes": notes,
               "size": SIZE, "sessions": args.sessions, "messages": args.messages,
+              "rounds": args.rounds,
+              "baseline": str(args.baseline) if args.baseline is not None else None,
               "raw_signatures_per_s": raw, "results": rows, "ratios": ratios,
               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = Path(args.json) if args.json else RESULTS / f"bench_outbound-{int(time.time())}.json"

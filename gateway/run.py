@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -146,6 +147,22 @@ class Gateway:
         return True, {"has_room": self.spool.has_room(), **self.spool.stats()}
 
 
+# Container objects allocated (net) between young-generation collections; Python's
+# default is 700. Every session in flight keeps coroutine frames, futures and buffers
+# alive, and each collection walks all of them that are young: at ~100 sessions the
+# default had the collector take several percent of the event loop's CPU.
+GC_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Once the gateway is up: what start-up made (modules, settings, keys) lives as long
+    as the process, so it leaves the collector's sight (gc.freeze) and a full collection
+    under load walks only what the traffic made; young collections run less often."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, older, oldest)
+
+
 async def serve(config: GatewayConfig) -> None:
     """Run the gateway until SIGTERM or SIGINT."""
     stop = asyncio.Event()
@@ -154,6 +171,7 @@ async def serve(config: GatewayConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     gateway = Gateway(config)
     await gateway.start()
+    tune_gc()
     assert gateway.front is not None
     host, port = gateway.front.address
     admin = f", admin http://{gateway.admin.address_text}/" if gateway.admin else ""

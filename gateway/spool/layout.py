@@ -2,7 +2,8 @@
 
     DIR/lock        flock'd by the process that owns the spool (the gateway, or the CLI
                     when no gateway runs); holds that process's pid, for operators
-    DIR/tmp/        files being written; anything here was never acknowledged
+    DIR/tmp/        files being written, and removed message files kept for new mail
+                    to overwrite (pooled.*); anything here was never acknowledged
     DIR/queue/ID    one file per message, written once (gateway.spool.format)
     DIR/state/ID    per-recipient state, replaced atomically; absent = all pending
     DIR/control/    `smimegate queue` commands waiting for the running gateway
@@ -14,11 +15,13 @@ vanish between the directory listing and the read: the message was just delivere
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from gateway.envelope import Envelope
 from gateway.spool.format import (
@@ -110,8 +113,9 @@ def read_entry(layout: Layout, queue_id: str) -> QueueEntry:
             need = nl + 2 + int(head[len(MAGIC):nl])
             if need > len(head):
                 head += f.read(need - len(head))
+        file_size = still_queued(path, f)
         envelope, offset = decode_header(head)
-        size = os.fstat(f.fileno()).st_size - offset
+        size = file_size - offset
     try:
         raw_state = layout.state_path(queue_id).read_bytes()
     except FileNotFoundError:
@@ -122,9 +126,28 @@ def read_entry(layout: Layout, queue_id: str) -> QueueEntry:
 
 
 def read_data(layout: Layout, entry: QueueEntry) -> bytes:
-    with open(layout.message_path(entry.queue_id), "rb") as f:
+    """A message's data. FileNotFoundError if it left the queue, even while being read."""
+    path = layout.message_path(entry.queue_id)
+    with open(path, "rb") as f:
         f.seek(entry.data_offset)
-        return f.read()
+        data = f.read()
+        still_queued(path, f)
+        return data
+
+
+def still_queued(path: Path, f: BinaryIO) -> int:
+    """The size of the open message file `f`, after checking that it is still the file
+    queued at `path`; FileNotFoundError if not.
+
+    A removed message file may be overwritten by new mail (gateway.spool.pool.FilePool),
+    so what was read from an open file is that message's only if the file was still in
+    queue/ under its name after the read: files are rewritten only once out of queue/.
+    """
+    st = os.fstat(f.fileno())
+    if os.stat(path).st_ino != st.st_ino:
+        raise FileNotFoundError(errno.ENOENT, "message left the queue while being read",
+                                str(path))
+    return st.st_size
 
 
 def scan(layout: Layout) -> Iterator[QueueEntry | tuple[str, SpoolFormatError]]:

@@ -41,6 +41,8 @@ from gateway.spool.layout import (
     read_data,
     scan,
 )
+from gateway.spool.pool import FilePool
+from gateway.spool.recent import RecentData
 
 log = logging.getLogger("smimegate.spool")
 GAUGE_INTERVAL = 5.0  # seconds between refreshes of the queue-size gauges
@@ -121,9 +123,12 @@ class Spool:
         # behind delivery's housekeeping (state files, removals). Order across them is
         # kept by awaiting: a message's state is only written after its enqueue returned,
         # and a bounce is enqueued before its message is removed.
+        # Message files removed by delivery are overwritten by new mail (FilePool).
+        pool = FilePool(layout.tmp)
         self._committer = GroupCommitter(layout.tmp, window=config.group_commit_window,
-                                         method=config.sync)
-        self._updates = GroupCommitter(layout.tmp, method=config.sync)
+                                         method=config.sync, pool=pool)
+        self._updates = GroupCommitter(layout.tmp, method=config.sync, pool=pool)
+        self._recent = RecentData()  # new mail's data, for delivery's first read
         self._closed = False
         self._gauges_at = 0.0
         self._control_task = asyncio.get_running_loop().create_task(
@@ -142,16 +147,19 @@ class Spool:
     # -- the front end's side -------------------------------------------------------
 
     async def enqueue(self, envelope: Envelope, data: bytes, *,
-                      queue_id: str | None = None) -> str:
+                      queue_id: str | None = None, fresh: bool = False) -> str:
         """Make message and envelope durable; return the queue ID only then.
 
         With an explicit queue_id (a DSN's, derived from its message's) a second enqueue
-        of the same ID is a no-op, so recovery can safely repeat it.
+        of the same ID is a no-op, so recovery can safely repeat it. fresh=True says the
+        caller just made queue_id with new_queue_id() (gateway/handoff.py): it cannot
+        exist yet, so the check (a stat on the event loop) is skipped.
         """
         if queue_id is not None:
             if not is_queue_id(queue_id):
                 raise ValueError(f"{queue_id!r} is not a queue ID")
-            if queue_id in self._entries or self.layout.message_path(queue_id).exists():
+            if not fresh and (queue_id in self._entries
+                              or self.layout.message_path(queue_id).exists()):
                 return queue_id
         if not envelope.rcpt_tos:
             raise ValueError("an envelope without recipients cannot be queued")
@@ -168,6 +176,7 @@ class Spool:
         header_len = len(head)
         self._entries[qid] = QueueEntry(qid, envelope, len(data), header_len,
                                         MessageState.initial(len(envelope.rcpt_tos)))
+        self._recent.put(qid, data)
         metrics.ENQUEUED.inc()
         self._make_ready(qid)
         return qid
@@ -217,6 +226,9 @@ class Spool:
 
     async def read(self, entry: QueueEntry) -> bytes:
         """The message data of an entry (FileNotFoundError if deleted meanwhile)."""
+        recent = self._recent.get(entry.queue_id)
+        if recent is not None:
+            return recent
         return await asyncio.to_thread(read_data, self.layout, entry)
 
     async def set_rcpts(self, queue_id: str, changes: dict[int, RecipientState]) -> bool:
@@ -234,6 +246,7 @@ class Spool:
         """Forget a message for good (delivered, bounced or deleted)."""
         if self._entries.pop(queue_id, None) is None:
             return
+        self._recent.drop(queue_id)
         # The message file's removal is made durable before the state file goes, so a
         # crash can never leave a message without the state that says who has it.
         await self._updates.commit(Change(
