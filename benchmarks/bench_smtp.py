@@ -44,7 +44,8 @@ class _Discard:
 
         return identity(job)
 
-    async def enqueue(self, envelope: Any, data: bytes) -> str:
+    async def enqueue(self, envelope: Any, data: bytes, *, queue_id: str | None = None,
+                      fresh: bool = False) -> str:
         return "BENCH"
 
 

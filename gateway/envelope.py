@@ -20,6 +20,13 @@ class Envelope:
     helo: str = ""
     received_at: float = 0.0  # Unix time the message was accepted
     esmtp: tuple[tuple[str, str], ...] = field(default=())  # e.g. (("BODY", "8BITMIME"),)
+    # Set by the crypto job for one copy (gateway/outbound): the "tls-only" fallback
+    # sends it unencrypted, so it leaves only over TLS with a verified certificate.
+    require_tls: bool = False
+    # Set when the crypto job refused this copy (the reply, e.g. "451 4.7.0 ..."): the
+    # data is then the ORIGINAL message, never sent as it is. Delivery runs the job
+    # again when due (a 4yz) or fails the recipients with it (a 5yz, a DSN follows).
+    refused: str = ""
 
     @property
     def recipient_domains(self) -> tuple[str, ...]:
@@ -44,6 +51,17 @@ class Reply:
 
     def __str__(self) -> str:
         return f"{self.code} {self.status} {self.text}"
+
+    @classmethod
+    def parse(cls, text: str) -> Reply:
+        """The reply `str(reply)` wrote ("451 4.7.0 text"); ValueError if it is not one."""
+        code, _, rest = text.partition(" ")
+        status, _, words = rest.partition(" ")
+        parts = status.split(".")
+        if not (code.isdigit() and len(code) == 3 and code[0] in "245" and len(parts) == 3
+                and parts[0] == code[0] and all(p.isdigit() for p in parts)):
+            raise ValueError(f"not an SMTP reply with an enhanced status: {text!r}")
+        return cls(int(code), status, words)
 
     @property
     def permanent(self) -> bool:

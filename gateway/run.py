@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -32,6 +33,7 @@ from gateway.cli.errors import CliError
 from gateway.config import ConfigError, load_gateway_config
 from gateway.config.schema import GatewayConfig
 from gateway.delivery import DeliveryAgent
+from gateway.envelope import domain_of
 from gateway.inbound import metrics as inbound_metrics
 from gateway.keys import KeyMaterialError, load_trust_anchors
 from gateway.lookup._cache_py import CertCache as CertCacheType
@@ -40,9 +42,10 @@ from gateway.lookup.resolver import CertificateResolver
 from gateway.metrics.server import AdminServer
 from gateway.outbound.context import WorkerContext, load, outbound_configured
 from gateway.outbound.readiness import CertificateReadiness
-from gateway.smtp import Acceptor, FrontEnd
+from gateway.smtp import Acceptor, FrontEnd, RelayPolicy
 from gateway.spool import Spool, SpoolLocked
 from gateway.workers import IDENTITY, WorkerPool
+from gateway.workers.jobs import Job, Result
 
 log = logging.getLogger("smimegate")
 
@@ -77,7 +80,12 @@ class Gateway:
                 init_arg=WorkerContext.of(c) if self.outbound else None,
                 on_counts=inbound_metrics.apply if self.outbound else None)
             await self.pool.start()
-            self.delivery = DeliveryAgent(self.spool, c.delivery, hostname=c.smtp.hostname)
+            # A copy the crypto job refused for a while (no certificate yet) is tried
+            # again through the same pool when delivery finds it due.
+            self.delivery = DeliveryAgent(
+                self.spool, c.delivery, hostname=c.smtp.hostname,
+                reprocess=functools.partial(self._reprocess, readiness)
+                if self.outbound else None)
             await self.delivery.start()
             # The admin server comes up before the SMTP listener: once mail is accepted,
             # /metrics and /healthz answer (503 until the listener is serving).
@@ -88,14 +96,28 @@ class Gateway:
                 await self.admin.start()
             harvest = self.resolver.offer_harvested \
                 if self.resolver is not None and c.inbound.harvest else None
+            learn = functools.partial(self.resolver.offer_capabilities,
+                                      ttl=c.inbound.capabilities_ttl) \
+                if self.resolver is not None and c.inbound.learn_capabilities else None
             self.front = FrontEnd(c.smtp, Acceptor(self.pool, self.spool,
                                                    hostname=c.smtp.hostname,
-                                                   on_harvest=harvest),
+                                                   on_harvest=harvest,
+                                                   on_capabilities=learn),
                                   outbound_check=readiness.check if readiness else None)
             await self.front.start()
         except BaseException:
             await self.stop()
             raise
+
+    async def _reprocess(self, readiness: CertificateReadiness | None, job: Job) -> Result:
+        """Delivery's hook for a refused copy that is due again: the certificates as
+        RCPT would ask for them, then the crypto job in the pool."""
+        assert self.pool is not None
+        if readiness is not None:
+            local = RelayPolicy((), self.config.smtp.local_domains)
+            await readiness.refresh([r for r in job.envelope.rcpt_tos
+                                     if not local.is_local(domain_of(r))])
+        return await self.pool.run(job)
 
     def _start_outbound(self) -> CertificateReadiness:
         """Check the keys load (a precise error now, not a worker that will not start),
@@ -117,10 +139,11 @@ class Gateway:
         if self.resolver is not None:
             await self.resolver.close()
             self.resolver = None
-        if self.pool is not None:
-            await self.pool.stop()
+        # Delivery before the pool: a refused copy being processed again needs it.
         if self.delivery is not None:
             await self.delivery.stop()
+        if self.pool is not None:
+            await self.pool.stop()
         if self.spool is not None:
             await self.spool.close()
         if self.admin is not None:

@@ -7,7 +7,9 @@ alpha's domain identity, the demo root as trust anchor and the directory for bet
 next hop. What arrives for bob@beta.test must open with `openssl cms -decrypt` and
 beta's key and verify against the root with `openssl cms -verify`; a recipient with no
 certificate under the default (opportunistic) policy gets a signed, unencrypted copy;
-a rule with encrypt = "required", fallback = "reject" makes the message 550 5.7.1.
+a rule with encrypt = "required", fallback = "reject" makes the message 550 5.7.1; a
+content rule with fallback "defer" for one recipient of two accepts the message, sends
+the other's copy at once and the deferred one once its certificate is published.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from benchmarks.loadgen import Sink
 from gateway.config import load_directory_config
-from gateway.keys import load_certificates
-from gateway.keys.demo import write_demo_pki
+from gateway.keys import load_certificates, load_private_key
+from gateway.keys.demo import Issued, issue, name_of, new_key, write_demo_pki
 from gateway.smime import encrypt
 from tests.directory_support import DirectoryServer, http
 from tests.directory_world import pem
@@ -83,11 +86,13 @@ srv = false
 # retry), so it is 451 4.4.3 at RCPT.
 timeout = "1s"
 retries = 1
+negative_ttl = "1s"
 
 [lookup.directories]
 "beta.test" = "{url}"
 "gamma.test" = "{url}"
 "delta.test" = "{url}"
+"epsilon.test" = "{url}"
 "slow.test" = "{silent_url}"
 
 [cache]
@@ -104,6 +109,15 @@ tls = "none"
 "beta.test" = "127.0.0.1:{sink_port}"
 "gamma.test" = "127.0.0.1:{sink_port}"
 "delta.test" = "127.0.0.1:{sink_port}"
+"epsilon.test" = "127.0.0.1:{sink_port}"
+
+[[policy.rules]]
+name = "epsilon confidential"
+recipient_domain = ["epsilon.test"]
+subject_keyword = ["[secure]"]
+encrypt = "required"
+fallback = "defer"
+strip_subject_keyword = true
 
 [[policy.rules]]
 name = "delta needs encryption"
@@ -288,6 +302,55 @@ def test_lookup_that_cannot_finish_in_time_is_451_at_rcpt(running: Running) -> N
         assert (code, text(reply)[:5]) == (451, "4.4.3")
         # Other recipients of the same transaction are unaffected.
         assert s.rcpt("bob@beta.test")[0] == 250
+
+
+def test_a_deferred_recipient_gets_its_copy_once_a_certificate_is_published(
+        world: World, running: Running) -> None:
+    # Content decides (the subject keyword), so nothing is refused at RCPT; beta has a
+    # certificate, epsilon has none yet: the message is accepted, bob's copy goes now.
+    mid = email.utils.make_msgid(domain="alpha.test")
+    msg = f"Message-ID: {mid}\r\n".encode() + alice_message(
+        "erin@epsilon.test", "[secure] Payroll")
+    with smtplib.SMTP("127.0.0.1", running.gateway.port, timeout=60) as s:
+        s.sendmail("alice@alpha.test", ["bob@beta.test", "erin@epsilon.test"], msg)
+
+    def copies() -> list[tuple[list[str], bytes]]:
+        return [(list(m.rcpt_tos), m.data) for m in running.sink.messages
+                if mid.encode() in m.data.split(b"\r\n\r\n", 1)[0]]
+
+    running.arrived(mid)
+    assert [r for r, _ in copies()] == [["bob@beta.test"]]
+    # epsilon.test publishes a certificate; delivery finds erin's original due, asks the
+    # directory again (its negative answer has expired) and runs the job again.
+    pki = world.pki
+    inter = Issued(load_private_key(pki / "ca/intermediate.key"),
+                   load_certificates(pki / "ca/intermediate.pem")[0])
+    erin = issue(name_of("erin", email="erin@epsilon.test"), new_key("rsa2048"), inter,
+                 emails=("erin@epsilon.test",))
+    token = world.directory.token("epsilon.test")
+    r = http("POST", world.directory.url + "/v1/certificates",
+             {"certificate": pem(erin.certificate), "chain": [pem(inter.certificate)]},
+             {"Authorization": f"Bearer {token}"})
+    assert r.status == 201, r.body
+    deadline = time.monotonic() + 30
+    while len(copies()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sorted(r for r, _ in copies()) == [["bob@beta.test"], ["erin@epsilon.test"]], \
+        running.gateway.log.read_text()[-3000:]
+    erin_copy = next(d for r, d in copies() if r == ["erin@epsilon.test"])
+    head = erin_copy.split(b"\r\n\r\n", 1)[0].lower()
+    assert b"application/pkcs7-mime" in head
+    assert b"subject: payroll" in head  # the keyword was removed before sending
+    key = pki / "erin.key"
+    key.write_bytes(erin.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
+                                           NoEncryption()))
+    cert = pki / "erin.pem"
+    cert.write_bytes(erin.certificate.public_bytes(Encoding.PEM))
+    opened = openssl("-decrypt", "-recip", str(cert), "-inkey", str(key), data=erin_copy)
+    assert opened.returncode == 0, opened.stderr.decode()
+    log = running.gateway.log.read_text()
+    assert "accepted for some recipients; refused for erin@epsilon.test" in log
+    assert "processed again" in log
 
 
 def test_already_encrypted_input_passes_unchanged(world: World, running: Running) -> None:

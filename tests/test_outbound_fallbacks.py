@@ -74,27 +74,45 @@ def test_unknown_certificate_status_is_quarantined_too_and_the_default_rule_name
     assert counts(r)[("fallbacks", ("quarantine", "unknown"))] == 2
 
 
-def test_a_refused_message_quarantines_nothing(pki: Path, cache: CertCache,
-                                               tmp_path: Path) -> None:
+def test_a_quarantined_group_accepts_the_message_and_a_refused_one_bounces(
+        pki: Path, cache: CertCache, tmp_path: Path) -> None:
     s = held_state(pki, cache, tmp_path, [
         GAMMA_QUARANTINE,
         {"name": "nowhere", "recipient_domain": ["uncached.test"], "encrypt": "required",
          "fallback": "reject"}])
     r = process_with(s, job("dave@gamma.test", "zed@uncached.test"))
+    assert r.refusal is None
+    assert len(r.quarantined) == 1
+    assert Quarantine(tmp_path).ids() == list(r.quarantined)
+    (kept,) = r.outputs  # zed's original, for delivery to bounce (never sent)
+    assert kept.rcpt_tos == ("zed@uncached.test",)
+    assert kept.refused is not None
+    assert kept.refused.status == "5.7.1"
+
+
+def test_a_message_refused_as_a_whole_quarantines_nothing(
+        pki: Path, cache: CertCache, tmp_path: Path) -> None:
+    s = held_state(pki, cache, tmp_path, [
+        {"name": "nowhere", "recipient_domain": ["uncached.test"], "encrypt": "required",
+         "fallback": "reject"}])
+    r = process_with(s, job("zed@uncached.test", "yan@uncached.test"))
     assert reply(r) == (550, "5.7.1")
-    assert r.quarantined == ()
+    assert (r.outputs, r.quarantined) == ((), ())
     assert Quarantine(tmp_path).ids() == []
 
 
-def test_an_inbound_refusal_removes_the_outbound_quarantine_entry(
+def test_an_inbound_refusal_beside_an_outbound_quarantine_is_kept_for_a_bounce(
         pki: Path, cache: CertCache, tmp_path: Path) -> None:
     s = held_state(pki, cache, tmp_path)
     s = dataclasses.replace(s, inbound=dataclasses.replace(
         s.inbound, actions={**s.inbound.actions, "none": "reject"}))
     r = process_with(s, job("dave@gamma.test", "ann@alpha.test"))
-    assert (reply(r) or (0, ""))[0] == 550
-    assert r.quarantined == ()
-    assert Quarantine(tmp_path).ids() == []
+    assert r.refusal is None
+    assert len(r.quarantined) == 1
+    (kept,) = r.outputs
+    assert kept.rcpt_tos == ("ann@alpha.test",)
+    assert kept.refused is not None
+    assert kept.refused.code == 550
 
 
 def test_inbound_and_outbound_quarantine_ids_are_both_reported(

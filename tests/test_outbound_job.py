@@ -178,15 +178,61 @@ def test_opportunistic_without_certificate_sends_signed_only(pki: Path,
 
 
 @pytest.mark.parametrize(("fallback", "code", "status"), [
-    ("defer", 451, "4.7.0"), ("reject", 550, "5.7.1"),
-    ("tls-only", 451, "4.7.0")])  # quarantine: tests/test_outbound_fallbacks.py
+    ("defer", 451, "4.7.0"), ("reject", 550, "5.7.1")])
 def test_required_without_certificate_applies_the_fallback(
         pki: Path, cache: CertCache, fallback: str, code: int, status: str) -> None:
     s = state(pki, cache, [{"name": "must", "recipient_domain": ["gamma.test"],
                             "encrypt": "required", "fallback": fallback}])
-    r = process_with(s, job("bob@beta.test", "dave@gamma.test"))
+    # Alone, the refused group refuses the message: the client keeps it.
+    r = process_with(s, job("dave@gamma.test"))
     assert reply(r) == (code, status)
     assert not r.outputs
+    # With a group that goes on, the message is accepted: bob's copy is encrypted, and
+    # dave's ORIGINAL is handed back marked refused (delivery retries or bounces it).
+    original = message("Mixed")
+    r = process_with(s, job("bob@beta.test", "dave@gamma.test", data=original))
+    assert r.refusal is None
+    sent, kept = r.outputs
+    assert (sent.rcpt_tos, sent.refused) == (("bob@beta.test",), None)
+    assert detect(sent.data).layers == ("enveloped",)
+    assert kept.rcpt_tos == ("dave@gamma.test",)
+    assert kept.data == original
+    assert kept.refused is not None
+    assert (kept.refused.code, kept.refused.status) == (
+        code, status)
+    outcome = "deferred" if code == 451 else "bounced"
+    assert counts(r)[("refused_recipients", (outcome,))] == 1
+
+
+def test_tls_only_sends_signed_copy_that_requires_verified_tls(pki: Path,
+                                                                cache: CertCache) -> None:
+    s = state(pki, cache, [{"name": "must", "recipient_domain": ["gamma.test"],
+                            "encrypt": "required", "fallback": "tls-only"}])
+    r = process_with(s, job("bob@beta.test", "dave@gamma.test"))
+    assert r.refusal is None
+    by_rcpt = {o.rcpt_tos: o for o in r.outputs}
+    assert not by_rcpt[("bob@beta.test",)].require_tls  # encrypted: any route will do
+    dave = by_rcpt[("dave@gamma.test",)]
+    assert dave.require_tls
+    assert dave.refused is None
+    assert detect(dave.data).layers == ("signed",)
+    assert counts(r)[("fallbacks", ("tls-only", "none"))] == 1
+    assert counts(r)[("decisions", ("required", "tls-only"))] == 1
+
+
+def test_sender_or_domain_signs_with_the_domain_when_the_sender_has_none(
+        pki: Path, cache: CertCache) -> None:
+    def signed_as(choice: str, sender: str) -> tuple[int, str] | str | None:
+        s = state(pki, cache, [{"name": "s", "sender_domain": ["alpha.test"],
+                                "signing_certificate": choice}])
+        r = process_with(s, job("bob@beta.test", sender=sender))
+        return reply(r) or next(
+            (labels[0] for (name, labels) in counts(r) if name == "signed"), None)
+
+    assert signed_as("sender-or-domain", "alice@alpha.test") == "sender"
+    assert signed_as("sender-or-domain", "carl@alpha.test") == "domain"  # has none of his own
+    assert signed_as("domain", "alice@alpha.test") == "domain"
+    assert signed_as("sender", "carl@alpha.test") == (451, "4.7.5")  # strictly his own
 
 
 def test_required_defaults_to_defer_and_reject_wins_over_defer(pki: Path,
@@ -199,6 +245,7 @@ def test_required_defaults_to_defer_and_reject_wins_over_defer(pki: Path,
     assert (reply(r) or (0, ""))[0] == 451
     r = process_with(s, job("dave@gamma.test", "zed@uncached.test"))
     assert reply(r) == (550, "5.7.1")
+    assert counts(r)[("refused", ("no-certificate-reject",))] == 1
 
 
 def test_user_only_ignores_the_domain_certificate(pki: Path, cache: CertCache) -> None:

@@ -1,5 +1,6 @@
-"""RCPT-time refusal: encrypt = "required" + fallback "reject" and the directory says
-the recipient has no certificate → 550 5.7.1 at RCPT, when the envelope alone decides.
+"""RCPT-time refusal: encrypt = "required" + fallback "reject" (or "defer") and the
+directory says the recipient has no certificate → 550 5.7.1 (451 4.7.0) at RCPT, when
+the envelope alone decides.
 
 Over real SMTP on loopback: a FrontEnd with the real CertificateReadiness, a real
 CertificateResolver asking a scripted directory on 127.0.0.1 (bob@beta.test has a
@@ -57,7 +58,7 @@ def test_envelope_decision_only_when_no_matching_rule_tests_the_message() -> Non
     assert decision("dave@zeta.test") == ("opportunistic", "plain")
 
 
-def test_required_reject_without_certificate_is_550_at_rcpt(
+def test_required_reject_or_defer_without_certificate_is_refused_at_rcpt(
         pki: Pki, cache: CertCache, tmp_path: Path) -> None:
     async def body() -> None:
         directory = await Scripted({"bob@beta.test": [
@@ -80,9 +81,10 @@ def test_required_reject_without_certificate_is_550_at_rcpt(
                 assert (await client.cmd("MAIL FROM:<alice@alpha.test>")).startswith("250")
                 refused = await client.cmd("RCPT TO:<dave@gamma.test>")
                 assert refused.startswith("550 5.7.1"), refused
+                deferred = await client.cmd("RCPT TO:<dave@eps.test>")  # fallback defer
+                assert deferred.startswith("451 4.7.0"), deferred
                 for ok in ("bob@beta.test",  # has a certificate
                            "dave@delta.test",  # decided after DATA (content rule)
-                           "dave@eps.test",  # fallback defer: the job's to apply
                            "ann@alpha.test"):  # local: inbound
                     reply = await client.cmd(f"RCPT TO:<{ok}>")
                     assert reply.startswith("250"), (ok, reply)

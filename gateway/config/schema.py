@@ -173,8 +173,9 @@ class PolicySection:
     default_sign: str = setting("required", "str", "signing when no rule decides",
                                 choices=("required", "if-possible", "never"))
     default_signing_certificate: str = setting(
-        "domain", "str", "signing certificate when no rule decides: domain, sender, or the "
-        "name of a configured identity")
+        "domain", "str", "signing certificate when no rule decides: domain, sender (the "
+        "sender's own only), sender-or-domain, or the address or domain of a configured "
+        "identity")
     default_protect_headers: bool = setting(False, "bool",
                                             "wrap the whole message (RFC 8551 §3.1) by default")
     text_budget: int = setting(1024 * 1024, "size",
@@ -260,6 +261,13 @@ class InboundSection:
     harvest: bool = setting(False, "bool", "put the signer certificate of mail that "
                             "verified (smime=pass) into the certificate cache for its From "
                             "address, after the lookup trust gate; directory answers win")
+    learn_capabilities: bool = setting(True, "bool", "remember the SMIMECapabilities "
+                                       "attribute of mail that verified (smime=pass) per "
+                                       "sender (RFC 8551 §2.7.1): AES-GCM is then used "
+                                       "for it even when its certificate does not list it")
+    capabilities_ttl: float = setting(30 * 86400.0, "duration", "how long learnt "
+                                      "capabilities are kept after the message that "
+                                      "announced them", unit="seconds", minimum=1)
 
 
 @dataclass(frozen=True, slots=True)

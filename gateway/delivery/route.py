@@ -66,9 +66,13 @@ class Router:
                                  f"must be one of {', '.join(TLS_POLICIES)}")
         self._resolver = resolver or make_resolver(config)
 
-    def destination(self, rcpt: str) -> Destination:
+    def destination(self, rcpt: str, *, require_tls: bool = False) -> Destination:
+        """Where rcpt's copy goes. require_tls (a copy the crypto job sent unencrypted
+        under the "tls-only" fallback) makes the TLS policy "verify" whatever the
+        domain's: the next hop's certificate must chain to delivery.tls_ca_file (or the
+        system's CAs) and name the host."""
         domain = domain_of(rcpt)
-        tls = self._tls.get(domain, self._config.tls)
+        tls = "verify" if require_tls else self._tls.get(domain, self._config.tls)
         hop = self._transport.get(domain) or self._config.relayhost
         if hop is not None:
             return Destination(f"relay:{hop}|{tls}", "", hop, tls)

@@ -1,13 +1,20 @@
-"""`smimegate quarantine list|show ID|release ID|delete ID`: the inbound quarantine.
+"""`smimegate quarantine list|show ID|release ID|delete ID`: the quarantine.
 
 The store is `[inbound] quarantine_dir` of `-c gateway.toml` (default "quarantine" next
 to the spool), or `--dir DIR`. list, show and delete work whether a gateway runs or not
-(entries are written once, atomically). release puts the message into the spool for
-delivery to its recipients, as kept (with an Authentication-Results saying it was
-released, ours from the sender removed), then deletes the entry: it opens the spool
-itself, so the gateway that owns the spool must be stopped (a running one keeps the
-spool locked: the command says so and changes nothing). A crash between the two steps
-delivers the message and leaves the entry: never lost, at worst released twice.
+(entries are written once, atomically). release puts the message into the spool, then
+deletes the entry:
+- inbound mail is queued for delivery to its recipients as kept, with an
+  Authentication-Results saying it was released (ours from the sender removed);
+- outbound mail (kept by the crypto job for want of a certificate) is never sent as it
+  is: it is queued as a refused original (Envelope.refused), due at once, so the
+  gateway's delivery runs the crypto job for it again on its next start, with a fresh
+  certificate lookup: it is encrypted if a certificate is found by then, else its rule's
+  fallback applies again.
+release opens the spool itself, so the gateway that owns it must be stopped (a running
+one keeps the spool locked: the command says so and changes nothing). A crash between
+the two steps queues the message and leaves the entry: never lost, at worst released
+twice.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import argparse
 import asyncio
 import json
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,16 +31,25 @@ from typing import Any
 from gateway.cli.errors import REFUSED, CliError
 from gateway.config import ConfigError, load_gateway_config
 from gateway.config.schema import GatewayConfig
+from gateway.envelope import Envelope
 from gateway.inbound.job import strip_our_results
-from gateway.inbound.quarantine import Entry, Quarantine, QuarantineError, quarantine_dir
+from gateway.inbound.quarantine import (
+    NO_CERTIFICATE,
+    Entry,
+    Quarantine,
+    QuarantineError,
+    quarantine_dir,
+)
+from gateway.outbound.replies import RELEASED
 from gateway.revocation import authentication_results
 from gateway.revocation.authres import ResInfo
 from gateway.revocation.policy import RESULTS
+from gateway.spool.format import PENDING, RecipientState
 from gateway.spool.store import Spool, SpoolLocked
 
 
 def register(sub: Any) -> None:
-    q = sub.add_parser("quarantine", help="inspect, release and delete quarantined inbound mail")
+    q = sub.add_parser("quarantine", help="inspect, release and delete quarantined mail")
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("-c", "--config", type=Path, metavar="FILE",
                        help="gateway.toml ([inbound] quarantine_dir, spool.directory)")
@@ -133,10 +150,16 @@ def release(args: argparse.Namespace) -> int:
                            "stop it to release quarantined mail", REFUSED) from None
         try:
             env = e.envelope
-            return await spool.enqueue(type(env)(env.mail_from, env.rcpt_tos,
-                                                 env.client_address, env.helo,
-                                                 time.time(), env.esmtp),
-                                       released_copy(e, c.smtp.hostname))
+            fresh = Envelope(env.mail_from, env.rcpt_tos, env.client_address, env.helo,
+                             time.time(), env.esmtp)
+            if e.verdict != NO_CERTIFICATE:
+                return await spool.enqueue(fresh, released_copy(e, c.smtp.hostname))
+            qid = await spool.enqueue(replace(fresh, refused=str(RELEASED)), e.data)
+            # Due now, as a refused copy whose first attempt was made (the job at DATA):
+            # delivery runs the job again at once instead of waiting a retry interval.
+            first = RecipientState(PENDING, 1, 0.0, str(RELEASED), "")
+            await spool.set_rcpts(qid, dict.fromkeys(range(len(env.rcpt_tos)), first))
+            return qid
         finally:
             await spool.close()
 
@@ -145,5 +168,7 @@ def release(args: argparse.Namespace) -> int:
         store.delete(e.id)
     except OSError as err:
         raise CliError(f"{err.filename or ''}: {err.strerror or err}", REFUSED) from None
-    print(f"released {e.id} as {queue_id}")
+    how = " (outbound: the crypto job runs again for it when the gateway starts)" \
+        if e.verdict == NO_CERTIFICATE else ""
+    print(f"released {e.id} as {queue_id}{how}")
     return 0

@@ -14,19 +14,23 @@ picks the action for its verdict:
   returned; the front end answers 250 and does not queue it (Result.quarantined).
 
 neutral and permerror follow on_fail. Every verdict and action is logged and counted.
+A delivered smime=pass message also returns its signer's chain ([inbound] harvest,
+harvest.py) and what the signer announced in SMIMECapabilities ([inbound]
+learn_capabilities, learn.py) for the front end's resolver.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
 
 from gateway.envelope import Envelope, Reply
-from gateway.inbound import harvest
+from gateway.inbound import harvest, learn
 from gateway.inbound.open import Opened, from_address, open_message
 from gateway.inbound.quarantine import Quarantine
 from gateway.keys import KeyRing
@@ -57,6 +61,7 @@ class InboundPolicy:
     strip_signature: bool
     authserv_id: str  # smtp.hostname
     harvest: bool = False  # return the signers of passing mail for the lookup cache
+    learn_capabilities: bool = True  # return what passing signers announce (learn.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,7 @@ class Handled:
     refusal: Reply | None = None
     quarantined: str = ""
     harvested: harvest.Harvested = ()  # (From address, DER chain) when delivered and asked
+    capabilities: learn.Announced = ()  # (name, OIDs, signing time) when delivered and asked
 
 
 def action_for(policy: InboundPolicy, verdict: str) -> str:
@@ -76,8 +82,9 @@ def action_for(policy: InboundPolicy, verdict: str) -> str:
 
 def handle(env: Envelope, rcpts: tuple[str, ...], data: bytes, *, keys: KeyRing,
            anchors: Sequence[x509.Certificate], revocation: RevocationPolicy, policy: InboundPolicy,
-           quarantine: Quarantine, tally: Tally) -> Handled:
-    """The action for data (whole CRLF message) to rcpts (the local recipients)."""
+           quarantine: Quarantine, tally: Tally, queue_id: str = "") -> Handled:
+    """The action for data (whole CRLF message) to rcpts (the local recipients);
+    log lines carry queue_id (and the Message-ID) when given."""
     clean = strip_our_results(data, policy.authserv_id)
     opened: Opened = open_message(clean, keys, anchors, revocation)
     verdict = opened.verdict.result if opened.verdict is not None else UNDECRYPTABLE
@@ -85,7 +92,7 @@ def handle(env: Envelope, rcpts: tuple[str, ...], data: bytes, *, keys: KeyRing,
     action = action_for(policy, verdict)
     tally.inc("inbound_verdicts", verdict)
     tally.inc("inbound_actions", verdict, action)
-    mid = _message_id(clean)
+    mid = f"{queue_id}: message-id={_message_id(clean)}" if queue_id else _message_id(clean)
     log.info("%s from %s to %s: smime=%s%s -> %s", mid, env.mail_from or "<>",
              ", ".join(rcpts), verdict, f" ({reason})" if reason else "", action)
     if action == "reject" or action == "defer":
@@ -108,7 +115,10 @@ def handle(env: Envelope, rcpts: tuple[str, ...], data: bytes, *, keys: KeyRing,
         body = opened.unsigned if policy.strip_signature else opened.message
     header = authentication_results(policy.authserv_id, info).encode("ascii")
     harvested = harvest.candidates(opened) if policy.harvest else ()
-    return Handled(output=Output(rcpts, header + body), harvested=harvested)
+    learnt = learn.candidates(opened, env.received_at or time.time()) \
+        if policy.learn_capabilities else ()
+    return Handled(output=Output(rcpts, header + body), harvested=harvested,
+                   capabilities=learnt)
 
 
 def _one_line(text: str, limit: int = 200) -> str:

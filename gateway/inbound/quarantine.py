@@ -1,4 +1,7 @@
-"""The quarantine store: inbound mail accepted (250) but kept, not delivered.
+"""The quarantine store: mail accepted (250) but kept, not delivered.
+
+Inbound mail by its S/MIME verdict, and outbound mail the crypto job kept under the
+"quarantine" fallback (verdict NO_CERTIFICATE: the original, never signed or sent).
 
 One file per message in `[inbound] quarantine_dir`, named by its id (`Q<hex>.eml`). A
 file is a JSON line (envelope, reason, verdict, time) followed by the message exactly as
@@ -22,6 +25,8 @@ from pathlib import Path
 
 from gateway.envelope import Envelope
 
+# The verdict of an outbound message kept for want of a recipient certificate.
+NO_CERTIFICATE = "no-certificate"
 _ID = re.compile(r"Q[0-9a-f]{20}")
 SUFFIX = ".eml"
 

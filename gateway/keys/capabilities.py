@@ -3,7 +3,8 @@
 RFC 4262 §2 puts the RFC 8551 §2.5.2 SMIMECapabilities attribute into a certificate as an
 extension. The directory records it (gateway/directory/records.py) and the outbound path
 uses it to choose between AuthEnvelopedData (GCM, RFC 5083/5084) and EnvelopedData (CBC):
-GCM only where every recipient certificate lists it (DESIGN.md, Protocols).
+GCM only where every recipient certificate lists it (DESIGN.md, Protocols), or where the
+recipient's own signed mail announced it (RFC 8551 §2.7.1: gateway/outbound/cipher.py).
 """
 
 from __future__ import annotations
@@ -47,13 +48,27 @@ def capabilities_of(cert: x509.Certificate) -> tuple[str, ...] | None:
     return None if caps is None else tuple(str(c["capability_id"].native) for c in caps)
 
 
+# capability_oids per certificate: asn1crypto takes ~10 µs to read the extension, and a
+# worker encrypts to the same few certificates again and again.
+_MEMO_MAX = 10_000
+_oids: dict[x509.Certificate, frozenset[str]] = {}
+
+
 def capability_oids(cert: x509.Certificate) -> frozenset[str]:
     """The dotted algorithm OIDs the certificate lists; empty if none or unreadable."""
+    known = _oids.get(cert)
+    if known is not None:
+        return known
     try:
         caps = _parsed(cert)
+        oids = frozenset() if caps is None else \
+            frozenset(c["capability_id"].dotted for c in caps)
     except ValueError:
-        return frozenset()
-    return frozenset() if caps is None else frozenset(c["capability_id"].dotted for c in caps)
+        oids = frozenset()
+    if len(_oids) >= _MEMO_MAX:
+        _oids.clear()
+    _oids[cert] = oids
+    return oids
 
 
 def narrowed_cipher(cipher: str, certs: tuple[x509.Certificate, ...]) -> str:

@@ -27,3 +27,9 @@ DANE_QUERIES = Counter("smimegate_lookup_dane_queries", "SMIMEA (RFC 8162) queri
 HARVESTED = Counter("smimegate_lookup_harvested", "signer certificates of verified inbound "
                     "mail offered to the cache ([inbound] harvest), by what became of them",
                     ["result"], registry=REGISTRY)
+# result: stored | older (a message signed at that time or later is held) | future
+# (signing time too far ahead) | rejected (not a name, OIDs or a time)
+CAPABILITIES = Counter("smimegate_lookup_capabilities_learned", "SMIMECapabilities of "
+                       "verified inbound mail offered to the cache ([inbound] "
+                       "learn_capabilities), by what became of them", ["result"],
+                       registry=REGISTRY)

@@ -23,6 +23,8 @@ Per name (the address, the domain):
 With [inbound] harvest, `offer_harvested` also fills an empty or negative user entry
 with the signer certificate of verified inbound mail, through the same trust gate; a
 cache hit on it says source "harvested", and the next directory answer replaces it.
+With [inbound] learn_capabilities, `offer_capabilities` keeps what verified senders
+announced in SMIMECapabilities (gateway/lookup/learned.py) for the workers' cipher choice.
 
 Concurrent asks for one name share one fetch. Only this process writes the cache;
 crypto workers attach to it by name and read.
@@ -44,7 +46,7 @@ from prometheus_client import Counter
 from gateway.config.schema import LookupSection
 from gateway.keys.identity import dns_names, email_addresses
 from gateway.keys.validate import validate_certificate
-from gateway.lookup import metrics
+from gateway.lookup import learned, metrics
 from gateway.lookup._cache_py import CertCache
 from gateway.lookup._cache_types import CacheEntry, CacheError
 from gateway.lookup.client import CertEntry, DirectoryClient, DirectoryError
@@ -362,6 +364,14 @@ class CertificateResolver:
             valid_until = cert.not_valid_after_utc.timestamp()
         return _Usable(cert, cert.public_bytes(DER), valid_until)
 
+
+    # -- learnt capabilities (gateway/lookup/learned.py) --------------------------------
+
+    def offer_capabilities(self, name: str, oids: Sequence[str], signed_at: float, *,
+                           ttl: float) -> str:
+        """Keep the SMIMECapabilities of verified inbound mail from name for ttl seconds
+        if signed later than what is held; see learned.offer."""
+        return learned.offer(self.cache, name, oids, signed_at, now=self.clock(), ttl=ttl)
 
     # -- harvested (gateway/inbound/harvest.py) ----------------------------------------
 

@@ -110,7 +110,8 @@ def _inbound(context: WorkerContext) -> InboundPolicy:
     i = context.inbound
     return InboundPolicy({"pass": i.on_pass, "fail": i.on_fail, "temperror": i.on_temperror,
                           "none": i.on_none, "undecryptable": i.on_undecryptable},
-                         i.strip_signature, context.hostname, i.harvest)
+                         i.strip_signature, context.hostname, i.harvest,
+                         i.learn_capabilities)
 
 
 _loaded: Loaded | None = None

@@ -4,28 +4,37 @@ Job function "gateway.outbound.job:process" (initializer context.init_worker). P
 message (DESIGN.md, process model; RFC 8551 for what is written):
 1. Recipients in `smtp.local_domains` are inbound mail: gateway/inbound/job.py decrypts,
    verifies and applies [inbound] policy (deliver, reject, defer or quarantine), after
-   the outbound recipients are done (a refused message is not quarantined as well).
+   the outbound recipients are done; its refusal is one more refused group (item 5).
 2. The rest: the MIME scanner gives MessageFacts; policy decides per recipient
    (gateway/policy/engine.py); recipients are grouped by decision and certificate set
    (one envelope for recipients that share both).
 3. The header fields `policy.strip_headers` names are removed (headers.py). Per group:
-   strip the subject keywords the decision names; sign (RFC 8551 §3.5) with the sender
-   domain's identity ("domain"), the sender's own ("sender") or the one a rule names (an
+   strip the subject keywords the decision names (literal or RFC 2047-encoded:
+   subject.py); sign (RFC 8551 §3.5) with the sender
+   domain's identity ("domain"), the sender's own ("sender"), the sender's own if there
+   is one and else the domain's ("sender-or-domain"), or the one a rule names (an
    address or a domain), unless sign = "never" or the input is already signed or
    encrypted; then encrypt (RFC 8551 §3.3) to the recipients' certificates from the
    shared-memory cache with the decision's cipher, narrowed from GCM to CBC of the same
-   key size unless every certificate lists that GCM in SMIMECapabilities (RFC 4262;
-   policy.gcm_without_capabilities skips this). Input that is already encrypted is
+   key size unless every recipient is known to take that GCM: its certificates list it
+   in SMIMECapabilities (RFC 4262), or its latest verified signed mail announced it
+   (RFC 8551 §2.7.1, learnt by the inbound path; cipher.py);
+   policy.gcm_without_capabilities skips this. Input that is already encrypted is
    passed on as it is (if_encrypted = "skip"), less those header fields.
 4. No usable certificate → the decision's fallback: "plain" sends the signed copy
-   unencrypted; "defer" refuses 451 4.7.0; "reject" refuses 550 5.7.1; "tls-only" is
-   not available yet and acts as "defer"; "quarantine" keeps the ORIGINAL message (as
+   unencrypted; "tls-only" sends it too, but marked (Output.require_tls) so delivery
+   uses it only over TLS with a verified certificate; "defer" refuses the group 451
+   4.7.0; "reject" refuses it 550 5.7.1; "quarantine" keeps the ORIGINAL message (as
    received: it was never sent, so nothing is signed for it) in the quarantine store the
-   inbound path uses, for that group's recipients only, and the session gets 250 (the id
-   is in Result.quarantined). Since the result is per message, one group that must be
-   refused refuses the whole message (replies.py says which reply wins), and then
-   nothing is quarantined either: the client retries the whole message. Every decision
-   and fallback is logged with the Message-ID and counted (gateway/outbound/metrics.py).
+   inbound path uses, for that group's recipients only (the id is in
+   Result.quarantined).
+5. One reply per message: when no group of it went anywhere (queued or quarantined),
+   the message is refused with the worst group's reply (a permanent one wins; the
+   client keeps or bounces the message). Otherwise it is accepted and each refused
+   group's original is handed back marked with its reply (Output.refused): delivery
+   bounces a 5yz and runs the job again for a 4yz when due (gateway/delivery/agent.py).
+   Every decision and fallback is logged with the queue ID (Job.queue_id; one line ties
+   it to the Message-ID) and counted (gateway/outbound/metrics.py).
 """
 
 from __future__ import annotations
@@ -33,19 +42,20 @@ from __future__ import annotations
 import dataclasses
 import email.utils
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 
 from gateway.envelope import Envelope, Reply, domain_of
 from gateway.inbound.job import handle
-from gateway.inbound.quarantine import Quarantine, QuarantineError
+from gateway.inbound.learn import Announced
+from gateway.inbound.quarantine import NO_CERTIFICATE, Quarantine, QuarantineError
 from gateway.keys import Identity
-from gateway.keys.capabilities import narrowed_cipher
 from gateway.mime.canon import canonicalize
 from gateway.mime.scanned import MimeError
 from gateway.outbound import metrics
 from gateway.outbound.certs import Found, certificates_for
+from gateway.outbound.cipher import choose as choose_cipher
 from gateway.outbound.context import Loaded, current
 from gateway.outbound.headers import strip_fields
 from gateway.outbound.replies import (
@@ -64,16 +74,30 @@ from gateway.workers.jobs import Job, Output, Result
 
 log = logging.getLogger(__name__)
 
-# Fallbacks that refuse the message, and the reply each becomes.
-_REFUSING = {"defer": NO_CERTIFICATE_DEFER, "reject": NO_CERTIFICATE_REJECT,
-             "tls-only": NO_CERTIFICATE_DEFER}
+# Fallbacks that refuse the group's copy, and the reply each becomes.
+_REFUSING = {"defer": NO_CERTIFICATE_DEFER, "reject": NO_CERTIFICATE_REJECT}
 
 
 class Refused(Exception):
-    def __init__(self, reply: Reply, reason: str) -> None:
+    """A group's copy cannot be made: the reply, why, and whose copy it was."""
+
+    def __init__(self, reply: Reply, reason: str, rcpts: tuple[str, ...] = (),
+                 kind: str = "") -> None:
         super().__init__(reason)
         self.reply = reply
         self.reason = reason
+        self.rcpts = rcpts
+        self.reason_kind = kind or reason  # the metric label: a small fixed set
+
+
+@dataclass(slots=True)
+class _Part:
+    """What the job made of a message so far."""
+
+    outputs: list[Output] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+    refusal: Reply | None = None  # the message as a whole cannot be processed
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,35 +123,78 @@ def _process(state: Loaded, job: Job, tally: metrics.Tally) -> Result:
     env = job.envelope
     inbound = tuple(r for r in env.rcpt_tos if state.local.is_local(domain_of(r)))
     outbound = tuple(r for r in env.rcpt_tos if r not in inbound)
-    result = _outbound(state, job, outbound, tally) if outbound else Result()
-    if not inbound or result.refusal is not None:
-        return result  # refused: nothing of it is quarantined either (the client retries)
-    c = state.context
-    done = handle(env, inbound, job.data, keys=state.keyring, anchors=state.anchors,
-                  revocation=state.revocation, policy=state.inbound,
-                  quarantine=Quarantine(c.quarantine_dir), tally=tally)
-    if done.refusal is not None:
-        _unquarantine(state, result.quarantined)  # the client retries the whole message
-        return Result(refusal=done.refusal)
-    first = (done.output,) if done.output is not None else ()
-    held = (done.quarantined,) if done.quarantined else ()
-    return Result(outputs=first + result.outputs, quarantined=held + result.quarantined,
-                  harvested=done.harvested)
+    part = _outbound(state, job, outbound, tally) if outbound else _Part()
+    if part.refusal is not None:
+        return Result(refusal=part.refusal)  # the message itself: nothing else happened
+    harvested: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
+    learned: Announced = ()
+    if inbound:
+        c = state.context
+        done = handle(env, inbound, job.data, keys=state.keyring, anchors=state.anchors,
+                      revocation=state.revocation, policy=state.inbound,
+                      quarantine=Quarantine(c.quarantine_dir), tally=tally,
+                      queue_id=job.queue_id)
+        if done.refusal is not None:
+            part.refused.append(Refused(done.refusal, f"inbound: {done.refusal}", inbound,
+                                        "inbound"))
+        if done.output is not None:
+            part.outputs.insert(0, done.output)
+        if done.quarantined:
+            part.quarantined.insert(0, done.quarantined)
+        harvested, learned = done.harvested, done.capabilities
+    result = _settled(state, job, part, tally, harvested)
+    if learned and result.refusal is None:
+        result = dataclasses.replace(result, capabilities=learned)
+    return result
+
+
+def _settled(state: Loaded, job: Job, part: _Part, tally: metrics.Tally,
+             harvested: tuple[tuple[str, tuple[bytes, ...]], ...]) -> Result:
+    """One reply for the whole message: refused when nothing of it went anywhere,
+    otherwise accepted with the refused groups kept for a retry or a bounce (Output)."""
+    if not part.refused:
+        return Result(outputs=tuple(part.outputs), quarantined=tuple(part.quarantined),
+                      harvested=harvested)
+    tag = job.queue_id or "message"
+    reasons = "; ".join(r.reason for r in part.refused)
+    if not part.outputs and not part.quarantined:
+        # A permanent refusal wins: a retry could never deliver the message as written.
+        worst = next((r for r in part.refused if r.reply.permanent), part.refused[0])
+        tally.inc("refused", worst.reason_kind)
+        log.warning("%s from %s refused %s: %s", tag, job.envelope.mail_from or "<>",
+                    worst.reply, reasons)
+        return Result(refusal=worst.reply)
+    kept = tuple(Output(r.rcpts, job.data, refused=r.reply) for r in part.refused)
+    for r in part.refused:
+        tally.inc("refused_recipients", "deferred" if r.reply.transient else "bounced",
+                  n=len(r.rcpts))
+    log.warning("%s from %s accepted for some recipients; refused for %s: %s", tag,
+                job.envelope.mail_from or "<>",
+                ", ".join(a for r in part.refused for a in r.rcpts), reasons)
+    return Result(outputs=tuple(part.outputs) + kept, quarantined=tuple(part.quarantined),
+                  harvested=harvested)
 
 
 def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
-              tally: metrics.Tally) -> Result:
+              tally: metrics.Tally) -> _Part:
     env = job.envelope
-    outputs: list[Output] = []
+    part = _Part()
     data = canonicalize(job.data)
     try:
         facts = facts_from_message(data, want_text=needs_text(state.rules),
                                    budget=state.context.policy.text_budget)
     except MimeError as e:
-        log.warning("message from %s refused: cannot be scanned: %s", env.mail_from, e)
+        log.warning("%s from %s refused: cannot be scanned: %s", job.queue_id or "message",
+                    env.mail_from or "<>", e)
         tally.inc("refused", "unscannable")
-        return Result(refusal=e.reply)
-    mid = (facts.header_values("message-id") or ("<no Message-ID>",))[0].strip()
+        part.refusal = e.reply
+        return part
+    message_id = (facts.header_values("message-id") or ("<no Message-ID>",))[0].strip()
+    # The worker's log lines carry the queue ID; this one ties it to the Message-ID.
+    mid = job.queue_id or message_id
+    if job.queue_id:
+        log.info("%s: message-id=%s from=<%s> outbound to %d recipient(s)", mid,
+                 message_id, env.mail_from, len(outbound))
     # Policy saw every field; what is sent says nothing internal (headers.py).
     data, removed = strip_fields(data, state.context.policy.strip_headers)
     if removed:
@@ -135,32 +202,23 @@ def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
                  removed)
     decisions = decide_all(state.rules, state.defaults, sender=env.mail_from,
                            recipients=outbound, facts=facts, client_address=env.client_address)
-    refusals: list[Refused] = []
     held: list[_Group] = []
     for group in _groups(state, decisions):
         if _held(group, facts):
             held.append(group)
             continue
         try:
-            outputs.append(Output(group.rcpts, _copy(state, env, data, facts, group, mid,
-                                                        tally)))
+            part.outputs.append(_copy(state, env, data, facts, group, mid, tally))
         except Refused as r:
-            refusals.append(r)
-    if refusals:
-        # A permanent refusal wins: a retry could never deliver the message as written.
-        worst = next((r for r in refusals if r.reply.permanent), refusals[0])
-        tally.inc("refused", worst.reason)
-        log.warning("%s from %s refused %s: %s", mid, env.mail_from, worst.reply, "; ".join(
-            r.reason for r in refusals))
-        return Result(refusal=worst.reply)
-    written: list[str] = []
+            r.rcpts = group.rcpts
+            part.refused.append(r)
     try:
         for group in held:
-            written.append(_quarantine(state, job, group, mid, tally))
+            part.quarantined.append(_quarantine(state, job, group, mid, tally))
     except OSError:
-        _unquarantine(state, tuple(written))  # the job fails (451): no half-kept message
+        _unquarantine(state, tuple(part.quarantined))  # the job fails (451): nothing half-kept
         raise
-    return Result(outputs=tuple(outputs), quarantined=tuple(written))
+    return part
 
 
 def _held(group: _Group, facts: MessageFacts) -> bool:
@@ -178,7 +236,7 @@ def _quarantine(state: Loaded, job: Job, group: _Group, mid: str,
     reason = f"outbound: no certificate for {who} (rule {rule})"
     env = dataclasses.replace(job.envelope, rcpt_tos=group.rcpts)
     qid = Quarantine(state.context.quarantine_dir).put(env, job.data, reason=reason,
-                                                       verdict="no-certificate")
+                                                       verdict=NO_CERTIFICATE)
     tally.inc("fallbacks", "quarantine", group.found.status, n=len(group.rcpts))
     _count(tally, d, group.rcpts, "quarantined")
     log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback quarantine, "
@@ -217,11 +275,18 @@ def _sender(env: Envelope, facts: MessageFacts) -> str:
     return email.utils.parseaddr(values[0])[1].lower() if values else ""
 
 
-def _signer(state: Loaded, sender: str, choice: str) -> Identity | None:
-    if choice == "domain":
-        return state.keyring.for_domain(domain_of(sender)) if sender else None
-    if choice == "sender":
-        return next((i for i in state.keyring if sender and sender in i.addresses), None)
+def _signer(state: Loaded, sender: str, choice: str) -> tuple[Identity | None, str]:
+    """The identity to sign with and which kind it is (domain, sender or named)."""
+    if choice in ("sender", "sender-or-domain"):
+        own = next((i for i in state.keyring if sender and sender in i.addresses), None)
+        if own is not None or choice == "sender":
+            return own, "sender"
+    if choice in ("domain", "sender-or-domain"):
+        return (state.keyring.for_domain(domain_of(sender)) if sender else None), "domain"
+    return _named(state, choice), "named"
+
+
+def _named(state: Loaded, choice: str) -> Identity | None:
     named = choice.lower()  # a rule names an identity by its address or its domain
     if "@" in named:
         return next((i for i in state.keyring if named in i.addresses), None)
@@ -229,7 +294,7 @@ def _signer(state: Loaded, sender: str, choice: str) -> Identity | None:
 
 
 def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group: _Group,
-          mid: str, tally: metrics.Tally) -> bytes:
+          mid: str, tally: metrics.Tally) -> Output:
     """The wire copy for one group, or Refused."""
     d, found, rcpts = group.decision, group.found, group.rcpts
     who = ", ".join(rcpts)
@@ -237,28 +302,30 @@ def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group:
         # Already encrypted by the sender's client: passed on as it is, never wrapped.
         log.info("%s to %s: already encrypted, passed unchanged", mid, who)
         _count(tally, d, rcpts, "already-encrypted")
-        return data
+        return Output(rcpts, data)
     certs: tuple[x509.Certificate, ...] = found.certificates
+    require_tls = False
     if d.encrypt != "never" and not certs:
         fallback = d.fallback
         tally.inc("fallbacks", fallback, found.status, n=len(rcpts))
-        if fallback != "plain":  # never plaintext unless the rule says so (_held: quarantine)
-            extra = "" if fallback in ("defer", "reject") else \
-                f" ({fallback} is not available yet; deferred instead)"
-            log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback %s%s",
-                        mid, who, found.status, d.encrypt, fallback, extra)
+        if fallback in _REFUSING:  # never plaintext unless the rule says so
+            log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback %s",
+                        mid, who, found.status, d.encrypt, fallback)
             _count(tally, d, rcpts, "rejected" if fallback == "reject" else "deferred")
-            raise Refused(_REFUSING.get(fallback, NO_CERTIFICATE_DEFER),
-                          f"no certificate for {who}: {fallback}")
-        log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback plain, "
-                    "sent unencrypted", mid, who, found.status, d.encrypt)
+            raise Refused(_REFUSING[fallback], f"no certificate for {who}: {fallback}",
+                          kind=f"no-certificate-{fallback}")
+        # "plain" or "tls-only" ("quarantine" never gets here: _held)
+        require_tls = fallback == "tls-only"
+        log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback %s, "
+                    "sent unencrypted%s", mid, who, found.status, d.encrypt, fallback,
+                    " over verified TLS only" if require_tls else "")
     out = data
     if d.strip_subject_keywords:
         out, all_found = strip_keywords(out, d.strip_subject_keywords)
         if not all_found:
-            log.info("%s: subject keyword(s) %s not found literally (encoded?); left as "
-                     "they are", mid, ", ".join(d.strip_subject_keywords))
-    cipher = _cipher(state, d.cipher, certs, mid, who, tally)
+            log.info("%s: subject keyword(s) %s not all found (in an undecodable "
+                     "encoded-word?); left as they are", mid, ", ".join(d.strip_subject_keywords))
+    cipher = _cipher(state, group, mid, who, tally)
     try:
         signed = _sign(state, env, out, facts, d, mid, who, tally)
         out = signed if signed is not None else out
@@ -268,27 +335,37 @@ def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group:
             tally.inc("encrypted", cipher)
     except SMIMEError as e:
         log.error("%s to %s: cannot sign or encrypt: %s", mid, who, e)
-        raise Refused(CRYPTO_FAILED, f"S/MIME failed: {e}") from None
+        raise Refused(CRYPTO_FAILED, f"S/MIME failed: {e}", kind="crypto-failed") from None
     outcome = "encrypted" if certs else ("signed-only" if signed is not None else "plain")
+    if require_tls:
+        outcome = "tls-only"
     log.info("%s to %s: %s (encrypt=%s%s, sign=%s/%s, cipher=%s; rules %s)", mid, who,
              outcome, d.encrypt, f", {found.kind} certificate" if certs else "", d.sign,
              d.signing_certificate, cipher if certs else "-",
              ", ".join(d.matched) or "none")
     _count(tally, d, rcpts, outcome)
-    return out
+    return Output(rcpts, out, require_tls=require_tls)
 
 
-def _cipher(state: Loaded, decided: str, certs: tuple[x509.Certificate, ...], mid: str,
-            who: str, tally: metrics.Tally) -> str:
-    """The decided cipher, narrowed to CBC unless every certificate lists its GCM."""
-    if not certs or state.context.policy.gcm_without_capabilities:
+def _cipher(state: Loaded, group: _Group, mid: str, who: str, tally: metrics.Tally) -> str:
+    """The decided cipher, narrowed to CBC unless every recipient is known to take its
+    GCM (gateway/outbound/cipher.py: certificates, then learnt capabilities)."""
+    decided, found = group.decision.cipher, group.found
+    if not found.certificates or state.context.policy.gcm_without_capabilities:
         return decided
-    cipher = narrowed_cipher(decided, certs)
-    if cipher != decided:
+    choice = choose_cipher(decided, found.certificates, found.kind, group.rcpts,
+                           state.cache)
+    if choice.by == "learned":
         log.info("%s to %s: %s not listed in every recipient certificate's "
-                 "SMIMECapabilities: %s instead", mid, who, decided, cipher)
-        tally.inc("cipher_narrowed", decided, cipher)
-    return cipher
+                 "SMIMECapabilities, but announced in their latest verified signed mail: "
+                 "kept", mid, who, decided)
+        tally.inc("cipher_learned", decided)
+    elif choice.cipher != decided:
+        log.info("%s to %s: %s not listed in every recipient certificate's "
+                 "SMIMECapabilities nor learnt from their signed mail: %s instead", mid,
+                 who, decided, choice.cipher)
+        tally.inc("cipher_narrowed", decided, choice.cipher)
+    return choice.cipher
 
 
 def _sign(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, d: Decision,
@@ -301,19 +378,22 @@ def _sign(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, d: Dec
         # The sender's client signed it: its signature is kept, not wrapped in ours.
         tally.inc("unsigned", "already-signed")
         return None
-    signer = _signer(state, _sender(env, facts), d.signing_certificate)
+    signer, kind = _signer(state, _sender(env, facts), d.signing_certificate)
     if signer is None:
         if d.sign == "required":
             log.warning("%s to %s: sign=required, no identity for %r (sender %s)", mid, who,
                         d.signing_certificate, env.mail_from or "<>")
             raise Refused(NO_SIGNING_IDENTITY, f"no signing identity "
-                          f"({d.signing_certificate}) for {env.mail_from or '<>'}")
+                          f"({d.signing_certificate}) for {env.mail_from or '<>'}",
+                          kind="no-signing-identity")
         log.info("%s to %s: sign=%s, no identity for %r: sent unsigned", mid, who, d.sign,
                  d.signing_certificate)
         tally.inc("unsigned", "no-identity")
         return None
-    tally.inc("signed", d.signing_certificate if d.signing_certificate
-              in ("domain", "sender") else "named")
+    if kind != d.signing_certificate and kind == "domain":
+        log.info("%s to %s: no certificate of the sender's own: signed with the domain's",
+                 mid, who)
+    tally.inc("signed", kind)
     return sign(data, signer)
 
 

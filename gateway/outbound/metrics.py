@@ -25,15 +25,30 @@ NARROWED = Counter("smimegate_outbound_cipher_narrowed",
                    "copies encrypted with CBC instead of the decided GCM cipher because a "
                    "recipient certificate does not list it in SMIMECapabilities (RFC 4262)",
                    ["from", "to"], registry=REGISTRY)
-REFUSED = Counter("smimegate_outbound_refused", "messages refused by the outbound path",
+LEARNED = Counter("smimegate_outbound_cipher_learned",
+                  "copies encrypted with the decided GCM cipher, which a recipient "
+                  "certificate does not list, because the recipient's latest verified "
+                  "signed mail announced it (RFC 8551 §2.7.1, [inbound] learn_capabilities)",
+                  ["cipher"], registry=REGISTRY)
+REFUSED = Counter("smimegate_outbound_refused",
+                  "messages refused as a whole at DATA by the crypto job, by reason "
+                  "(no-certificate-defer, no-certificate-reject, no-signing-identity, "
+                  "crypto-failed, inbound, unscannable)",
                   ["reason"], registry=REGISTRY)
+REFUSED_RECIPIENTS = Counter(
+    "smimegate_outbound_refused_recipients",
+    "recipients the crypto job refused in a message it accepted for others: their "
+    "original is queued to be processed again later (deferred) or bounced",
+    ["outcome"], registry=REGISTRY)
 
 # A worker's own registry is never scraped: the job tallies its increments, they travel
 # back in Result.counts, and the front end's pool applies them here (apply()).
 COUNTERS: dict[str, Counter] = {"decisions": DECISIONS, "fallbacks": FALLBACKS,
                                 "signed": SIGNED, "unsigned": UNSIGNED,
                                 "encrypted": ENCRYPTED, "cipher_narrowed": NARROWED,
-                                "refused": REFUSED}
+                                "cipher_learned": LEARNED,
+                                "refused": REFUSED,
+                                "refused_recipients": REFUSED_RECIPIENTS}
 
 Count = tuple[str, tuple[str, ...], float]
 

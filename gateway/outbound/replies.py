@@ -1,18 +1,21 @@
-"""The replies the outbound path refuses a message with (RFC 5321 §4.2, RFC 3463).
+"""The replies the outbound path refuses a copy with (RFC 5321 §4.2, RFC 3463).
 
-The job's Result is per message, so when any recipient group of a message cannot be
-sent as policy demands the whole message is refused in the session:
+When no recipient group of a message goes anywhere, the whole message is refused in the
+session, with one reply:
 - a permanent refusal (fallback "reject") wins over a temporary one, since retrying
   could never deliver the message as written: the sender learns it at once;
 - otherwise the temporary refusal: the client keeps the message and retries, by which
   time the directory may answer.
+When other groups go on, the message is accepted and each refused group's original is
+queued with its reply (Output.refused): delivery bounces a 5yz with a DSN and runs the
+job again for a 4yz when it is due.
 """
 
 from __future__ import annotations
 
 from gateway.envelope import Reply
 
-# Fallback "defer" (and "tls-only", not available yet): RFC 3463 X.7.0,
+# Fallback "defer": RFC 3463 X.7.0,
 # "other or undefined security status" — the certificate may be found on a retry.
 NO_CERTIFICATE_DEFER = Reply(451, "4.7.0",
                              "No usable recipient certificate yet, try again later")
@@ -30,3 +33,6 @@ CRYPTO_FAILED = Reply(451, "4.7.5", "Cannot sign or encrypt the message, try aga
 # server failure").
 LOOKUP_TIMEOUT = Reply(451, "4.4.3", "Recipient certificate lookup timed out, try again "
                        "later")
+# `smimegate quarantine release` of an outbound message: queued as a refused original
+# that is due at once, so the job runs again for it (gateway/inbound/cli.py).
+RELEASED = Reply(451, "4.7.0", "Released from quarantine: to be signed and encrypted again")

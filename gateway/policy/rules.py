@@ -88,7 +88,8 @@ class Decisions:
     certificate: str | None = None
     cipher: str | None = None
     sign: str | None = None
-    signing_certificate: str | None = None  # "domain", "sender" or a named identity
+    # "domain", "sender", "sender-or-domain" or a named identity (address or domain)
+    signing_certificate: str | None = None
     fallback: str | None = None
     protect_headers: bool | None = None
     strip_subject_keyword: bool | None = None
@@ -179,7 +180,8 @@ def _compile_decisions(where: str, raw: Mapping[str, Any]) -> Decisions:
         value = raw["signing_certificate"]
         if not isinstance(value, str) or not value:
             raise PolicyError(f"{where}.signing_certificate",
-                              '"domain", "sender" or the name of a configured identity')
+                              '"domain", "sender", "sender-or-domain" or the address or '
+                              'domain of a configured identity')
         kw["signing_certificate"] = value
     for key in ("protect_headers", "strip_subject_keyword"):
         if key in raw:

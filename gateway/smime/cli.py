@@ -153,6 +153,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise CliError(f"cannot verify ({e.code}): {e.reason}") from None
     if not result.ok:
         raise CliError(f"verification failed ({result.code}): {result.reason}", REFUSED)
-    signer = result.signers[0].subject if result.signers else "?"
-    print(f"smimegate: verified: signed by {signer}", file=sys.stderr)
+    good = next(s for s in result.signers if s.ok)
+    print(f"smimegate: verified: signed by {good.subject}", file=sys.stderr)
+    if good.capabilities:  # RFC 8551 §2.5.2: what the signer's software decrypts
+        from gateway.smime.cms_signed import SMIME_CAPABILITIES
+
+        names = {oid: name for name, oid in SMIME_CAPABILITIES}
+        print("smimegate: the signer announces: " + ", ".join(
+            names.get(oid, oid) for oid in good.capabilities), file=sys.stderr)
     return _write(result.content)

@@ -5,7 +5,8 @@ handler.Handler holds the MAIL/RCPT hooks; relay.RelayPolicy says who may send w
 data reads DATA; accept.Acceptor takes a message through the workers to the spool.
 """
 
-from gateway.smtp.accept import Acceptor, Processor, Store
+from gateway.handoff import Store
+from gateway.smtp.accept import Acceptor, Processor
 from gateway.smtp.relay import RelayPolicy
 from gateway.smtp.server import FrontEnd
 

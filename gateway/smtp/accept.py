@@ -1,17 +1,17 @@
 """From the end of DATA to the reply: workers, then the spool, then `250 ... queued as`.
 
-The front end's only path to the 250 (DESIGN.md, process model): the message goes to
-the worker pool (batched there with others), each recipient group the workers return is
-written to the spool, and the reply names the queue IDs only after `Spool.enqueue`
-returned, i.e. after the group commit's fsync. A full spool or pool is 451 4.3.2, a
-failure on the way 451 4.3.0: the client keeps the message and retries.
+The front end's only path to the 250 (DESIGN.md, process model): the message gets its
+queue ID, goes to the worker pool (batched there with others; the worker logs under that
+ID), each recipient group the workers return is written to the spool (gateway/handoff.py),
+and the reply names the queue IDs only after `Spool.enqueue` returned, i.e. after the
+group commit's fsync. A full spool or pool is 451 4.3.2, a failure on the way 451 4.3.0:
+the client keeps the message and retries.
 
 It also writes the Received trace header (RFC 5321 §4.4) the relay must add.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import email.utils
 import logging
 import time
@@ -20,18 +20,12 @@ from typing import Protocol
 
 from gateway import metrics
 from gateway.envelope import LOCAL_ERROR, SYSTEM_BUSY, Envelope, Reply, ReplyError
+from gateway.handoff import Store, queue_outputs
 from gateway.smtp.replies import queued, reason
+from gateway.spool.format import new_queue_id
 from gateway.workers.jobs import Job, Result
 
 log = logging.getLogger(__name__)
-
-
-class Store(Protocol):
-    """What the front end needs of the spool (gateway.spool.Spool provides it)."""
-
-    def has_room(self) -> bool: ...
-
-    async def enqueue(self, envelope: Envelope, data: bytes) -> str: ...
 
 
 class Processor(Protocol):
@@ -46,12 +40,16 @@ class Acceptor:
     """Turns an accepted DATA body into spool entries and the session's reply."""
 
     def __init__(self, processor: Processor, store: Store, *, hostname: str,
-                 on_harvest: Callable[[str, Sequence[bytes]], object] | None = None) -> None:
+                 on_harvest: Callable[[str, Sequence[bytes]], object] | None = None,
+                 on_capabilities: Callable[[str, Sequence[str], float], object] | None = None
+                 ) -> None:
         self.processor = processor
         self.store = store
         self.hostname = hostname
         # [inbound] harvest: CertificateResolver.offer_harvested, the cache's writer
         self.on_harvest = on_harvest
+        # [inbound] learn_capabilities: CertificateResolver.offer_capabilities
+        self.on_capabilities = on_capabilities
 
     def has_room(self) -> bool:
         """False when new mail should get 451 4.3.2 (backpressure)."""
@@ -74,16 +72,17 @@ class Acceptor:
         try:
             if not self.store.has_room():
                 raise ReplyError(SYSTEM_BUSY)
-            result = await self.processor.run(Job(envelope, data))
+            qid = new_queue_id()
+            result = await self.processor.run(Job(envelope, data, qid))
             if result.refusal is not None:
                 raise ReplyError(result.refusal)
             if self.on_harvest is not None:
                 for address, der_chain in result.harvested:
                     self.on_harvest(address, der_chain)
-            ids = []
-            for output in result.outputs:
-                group = dataclasses.replace(envelope, rcpt_tos=output.rcpt_tos)
-                ids.append(await self.store.enqueue(group, output.data))
+            if self.on_capabilities is not None:
+                for name, oids, signed_at in result.capabilities:
+                    self.on_capabilities(name, oids, signed_at)
+            ids = await queue_outputs(self.store, envelope, result.outputs, first_id=qid)
         except ReplyError as e:
             metrics.REFUSED.labels(reason(e.reply)).inc()
             return e.reply

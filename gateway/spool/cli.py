@@ -103,6 +103,7 @@ def _as_json(entry: QueueEntry, now: float) -> dict[str, Any]:
     env = entry.envelope
     return {"id": entry.queue_id, "state": entry.status(now), "size": entry.size,
             "received_at": env.received_at, "sender": env.mail_from,
+            "require_tls": env.require_tls, "refused": env.refused,
             "recipients": [dict(address=a, **r.to_json())
                            for a, r in zip(env.rcpt_tos, entry.state.rcpts, strict=True)]}
 
@@ -122,8 +123,11 @@ def list_queue(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(_as_json(item, now)))
             continue
+        flags = (" [verified TLS only]" if item.envelope.require_tls else "") + (
+            f" [original, refused by the crypto job: {item.envelope.refused}]"
+            if item.envelope.refused else "")
         print(f"{item.queue_id}  {state:<8} {item.size:>9}  {_when(item.envelope.received_at)}"
-              f"  <{item.envelope.mail_from}>")
+              f"  <{item.envelope.mail_from}>{flags}")
         for addr, r in zip(item.envelope.rcpt_tos, item.state.rcpts, strict=True):
             extra = f" next {_when(r.next_attempt)}" if r.status == "pending" and \
                 r.attempts else ""

@@ -115,9 +115,16 @@ class MessageState:
 
 
 def envelope_to_json(env: Envelope) -> dict[str, Any]:
-    return {"mail_from": env.mail_from, "rcpt_tos": list(env.rcpt_tos),
-            "client_address": env.client_address, "helo": env.helo,
-            "received_at": env.received_at, "esmtp": [list(p) for p in env.esmtp]}
+    obj: dict[str, Any] = {
+        "mail_from": env.mail_from, "rcpt_tos": list(env.rcpt_tos),
+        "client_address": env.client_address, "helo": env.helo,
+        "received_at": env.received_at, "esmtp": [list(p) for p in env.esmtp]}
+    # Written only when set: files of plain relaying stay as before.
+    if env.require_tls:
+        obj["require_tls"] = True
+    if env.refused:
+        obj["refused"] = env.refused
+    return obj
 
 
 def envelope_from_json(obj: object) -> Envelope:
@@ -128,11 +135,16 @@ def envelope_from_json(obj: object) -> Envelope:
         esmtp = obj["esmtp"]
         if not isinstance(rcpts, list) or not all(isinstance(r, str) for r in rcpts):
             raise TypeError("rcpt_tos must be a list of strings")
+        require_tls = obj.get("require_tls", False)
+        refused = obj.get("refused", "")
+        if not isinstance(require_tls, bool) or not isinstance(refused, str):
+            raise TypeError("require_tls must be a boolean and refused a string")
         return Envelope(
             mail_from=str(obj["mail_from"]), rcpt_tos=tuple(rcpts),
             client_address=str(obj["client_address"]), helo=str(obj["helo"]),
             received_at=float(obj["received_at"]),
-            esmtp=tuple((str(k), str(v)) for k, v in esmtp))
+            esmtp=tuple((str(k), str(v)) for k, v in esmtp),
+            require_tls=require_tls, refused=refused)
     except (KeyError, TypeError, ValueError) as e:
         raise SpoolFormatError(f"bad envelope: {e}") from None
 

@@ -24,14 +24,25 @@ class Job:
 
     envelope: Envelope
     data: bytes
+    # The queue ID its first output will have (gateway/handoff.py), or of the queued copy
+    # that is processed again: the worker's log lines carry it (issue 6, item 5).
+    queue_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """What to queue for one group of recipients."""
+    """What to queue for one group of recipients.
+
+    `refused` set: the job could not make this group's copy (e.g. no certificate and
+    the fallback "defer"), but other groups of the message went on, so the message is
+    accepted: `data` is then the original message, queued so that delivery retries the
+    job later (a 4yz) or bounces these recipients (a 5yz). It is never sent as it is.
+    """
 
     rcpt_tos: tuple[str, ...]
     data: bytes
+    require_tls: bool = False  # the "tls-only" fallback: verified TLS to the next hop
+    refused: Reply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +60,9 @@ class Result:
     # Signer certificates of verified inbound mail ([inbound] harvest): (From address,
     # DER chain, signer first) for the front end to offer to its CertificateResolver.
     harvested: tuple[tuple[str, tuple[bytes, ...]], ...] = ()
+    # SMIMECapabilities of verified inbound mail ([inbound] learn_capabilities): (address
+    # or domain, algorithm OIDs, signing time) for CertificateResolver.offer_capabilities.
+    capabilities: tuple[tuple[str, tuple[str, ...], float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
