@@ -263,6 +263,8 @@ def run_command(args: argparse.Namespace) -> int:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
     try:
         uvloop.run(serve(config))
+    except ConfigError as e:  # a combination of settings found wrong at start
+        raise CliError(str(e)) from None
     except SpoolLocked as e:
         raise CliError(f"spool {config.spool.directory}: {e}") from None
     except KeyMaterialError as e:

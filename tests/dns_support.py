@@ -2,7 +2,9 @@
 the test owns and may change while it runs; it records every question it is asked.
 
 Same approach as tests/test_delivery_route.py's, with any record type dnspython can
-read from text, a TTL per name, and names that answer SERVFAIL.
+read from text, a TTL per name, names that answer SERVFAIL, names whose answers carry the
+AD bit (as a validating resolver's would, RFC 4035 §3.2.3), and rdata given in RFC 3597's
+generic form ("\\# 5 0301 01abcd") sent as it is, however malformed.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 import dns.flags
 import dns.message
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
@@ -25,6 +29,7 @@ class Zone:
     records: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     ttl: dict[str, int] = field(default_factory=dict)  # per name; 60 otherwise
     servfail: set[str] = field(default_factory=set)  # names that answer SERVFAIL
+    secure: set[str] = field(default_factory=set)  # names answered with the AD bit
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -42,13 +47,24 @@ class _Protocol(asyncio.DatagramProtocol):
         name, rdtype = q.name.to_text().lower(), dns.rdatatype.to_text(q.rdtype)
         zone = self.server.zone
         self.server.queries.append(f"{name} {rdtype}")
+        if query.ednsflags & dns.flags.DO:
+            self.server.dnssec_ok.append(f"{name} {rdtype}")
+        if name in zone.secure:
+            response.flags |= dns.flags.AD
         if name in zone.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
         elif name not in zone.records:
             response.set_rcode(dns.rcode.NXDOMAIN)
         elif rdtype in zone.records[name]:
-            response.answer.append(dns.rrset.from_text_list(
-                name, zone.ttl.get(name, 60), "IN", rdtype, zone.records[name][rdtype]))
+            texts = zone.records[name][rdtype]
+            if texts and texts[0].startswith("\\#"):  # generic rdata, not checked
+                response.answer.append(dns.rrset.from_rdata_list(name, zone.ttl.get(name, 60), [
+                    dns.rdata.GenericRdata(dns.rdataclass.IN, q.rdtype,
+                                           bytes.fromhex("".join(t.split()[2:])))
+                    for t in texts]))
+            else:
+                response.answer.append(dns.rrset.from_text_list(
+                    name, zone.ttl.get(name, 60), "IN", rdtype, texts))
         self.transport.sendto(response.to_wire(), addr)  # type: ignore[attr-defined]
 
 
@@ -58,6 +74,7 @@ class DnsServer:
     def __init__(self, zone: Zone | None = None) -> None:
         self.zone = zone or Zone()
         self.queries: list[str] = []
+        self.dnssec_ok: list[str] = []  # the questions asked with the DO bit (RFC 3225)
         self.port = 0
         self._transport: asyncio.DatagramTransport | None = None
 

@@ -103,11 +103,18 @@ class DeliverySection:
     max_queue_lifetime: float = setting(5 * 86400.0, "duration",
                                         "age at which undeliverable mail bounces",
                                         unit="seconds")
-    tls: str = setting("opportunistic", "str", "TLS to next hops unless a domain says otherwise",
-                       choices=("none", "opportunistic", "required", "verify"))
+    tls: str = setting("opportunistic", "str", "TLS to next hops unless a domain says "
+                       "otherwise; dane: DANE (RFC 7672) where the MX host has DNSSEC-secure "
+                       "usable TLSA records, else opportunistic (needs delivery.dane)",
+                       choices=("none", "opportunistic", "required", "verify", "dane"))
     tls_policy: tuple[tuple[str, str], ...] = setting(
         (), "str-map",
         "TLS per recipient domain, overriding delivery.tls, e.g. \"beta.test\" = \"verify\"")
+    dane: bool = setting(False, "bool",
+                         "look up TLSA records of MX hosts (RFC 7672) for tls = dane and "
+                         "verify, trusting the AD bit of delivery.dns_servers (or the "
+                         "system's resolvers): they MUST be a DNSSEC-validating resolver "
+                         "reached over a trusted path, e.g. a local unbound")
     tls_ca_file: Path | None = setting(None, "path",
                                        "CA certificates (PEM) for tls = verify; "
                                        "empty means the system's")

@@ -42,6 +42,7 @@ import dns.asyncresolver
 from gateway.config.schema import DeliverySection
 from gateway.delivery import metrics, outcome
 from gateway.delivery.client import SmtpConnection, SmtpError, TlsContexts
+from gateway.delivery.dane import Expected
 from gateway.delivery.dsn import build_dsn
 from gateway.delivery.route import Destination, Host, RouteError, Router
 from gateway.envelope import Envelope, Reply
@@ -238,11 +239,17 @@ class DeliveryAgent:
         conn: SmtpConnection | None = None
         error = Reply(421, "4.4.1", f"no address for {d.dest.key}")
         for host in hosts:
+            tls = d.dest.tls
             try:
-                conn = await self._connect(host, d.dest.tls)
+                # RFC 7672: the host's TLSA records may make TLS mandatory or DANE-only.
+                tls, expected = await self._router.host_tls(d.dest, host)
+                conn = await self._connect(host, tls, expected)
                 break
+            except RouteError as e:  # its TLSA records could not be had: skip the host
+                error = e.reply
+                log.info("delivery: %s", e)
             except SmtpError as e:
-                if d.dest.tls == "opportunistic" and e.reply.status == "4.7.5":
+                if tls == "opportunistic" and e.reply.status == "4.7.5":
                     # RFC 7435: opportunistic TLS that fails falls back to cleartext
                     # rather than failing delivery.
                     log.info("delivery: %s; trying without TLS", e)
@@ -273,12 +280,22 @@ class DeliveryAgent:
         finally:
             metrics.CONNECTIONS.dec()
 
-    async def _connect(self, host: Host, tls: str) -> SmtpConnection:
-        return await SmtpConnection.connect(
-            host.name, host.address, host.port, helo=self._hostname, tls=tls,
-            tls_context=self._tls.get(tls), connect_timeout=self._config.connect_timeout,
-            command_timeout=self._config.command_timeout,
-            data_timeout=self._config.data_timeout)
+    async def _connect(self, host: Host, tls: str,
+                       expected: Expected | None = None) -> SmtpConnection:
+        try:
+            conn = await SmtpConnection.connect(
+                host.name, host.address, host.port, helo=self._hostname, tls=tls,
+                tls_context=self._tls.get(tls), connect_timeout=self._config.connect_timeout,
+                command_timeout=self._config.command_timeout,
+                data_timeout=self._config.data_timeout, expected=expected)
+        except SmtpError as e:
+            if e.reply.status == "4.7.5":  # no STARTTLS, handshake or authentication
+                metrics.TLS.labels("failed").inc()
+            raise
+        metrics.TLS.labels(
+            "clear" if not conn.tls else "dane-verified" if tls == "dane"
+            else "pkix-verified" if tls == "verify" else "unauthenticated").inc()
+        return conn
 
     async def _next_job(self, d: _Destination) -> Job | None:
         if d.jobs:

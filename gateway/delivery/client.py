@@ -2,7 +2,9 @@
 
 RFC 5321 (replies, RSET, QUIT, dot-stuffing §4.5.2), RFC 1869 ESMTP (EHLO, HELO
 fallback), RFC 2920 PIPELINING (MAIL, every RCPT and DATA in one write), RFC 6152
-8BITMIME, RFC 1870 SIZE, RFC 3207 STARTTLS, RFC 2034 enhanced status codes.
+8BITMIME, RFC 1870 SIZE, RFC 3207 STARTTLS, RFC 2034 enhanced status codes; RFC 7672
+§3.1 (policy "dane": STARTTLS is mandatory and the peer's certificates must satisfy one
+of the host's usable TLSA records, gateway.delivery.dane, instead of PKIX checks).
 
 Content is never rewritten: a message with 8-bit data for a next hop without 8BITMIME
 fails for its recipients (5.6.3) rather than being converted, because conversion would
@@ -18,6 +20,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.delivery import dane
 from gateway.envelope import Reply
 
 _REPLY_LINE = re.compile(rb"([2-5][0-9][0-9])([ -])(.*)")
@@ -28,7 +31,8 @@ MAX_REPLY_LINES = 100
 class TlsContexts:
     """The SSL contexts of the TLS policies, made once: "verify" checks the chain (against
     delivery.tls_ca_file or the system's CAs) and the host name; "opportunistic" and
-    "required" encrypt without authenticating (RFC 7435: better than plaintext)."""
+    "required" encrypt without authenticating (RFC 7435: better than plaintext), and so
+    does "dane", whose authentication is the TLSA match after the handshake."""
 
     def __init__(self, ca_file: Path | None) -> None:
         self._ca_file = ca_file
@@ -108,10 +112,12 @@ class SmtpConnection:
     @classmethod
     async def connect(cls, host: str, address: str, port: int, *, helo: str, tls: str,
                       tls_context: ssl.SSLContext | None, connect_timeout: float,
-                      command_timeout: float, data_timeout: float) -> SmtpConnection:
+                      command_timeout: float, data_timeout: float,
+                      expected: dane.Expected | None = None) -> SmtpConnection:
         """Open a session: greeting, EHLO, STARTTLS as the TLS policy says, EHLO again.
 
-        tls: none | opportunistic | required | verify. Raises SmtpError.
+        tls: none | opportunistic | required | verify | dane (with `expected`, what the
+        host's usable TLSA records ask for). Raises SmtpError.
         """
         peer = f"{host}[{address}]:{port}" if host != address else f"[{address}]:{port}"
         try:
@@ -123,28 +129,29 @@ class SmtpConnection:
         conn = cls(reader, writer, peer=peer, command_timeout=command_timeout,
                    data_timeout=data_timeout)
         try:
-            await conn._open(helo, tls, tls_context, host)
+            await conn._open(helo, tls, tls_context, host, expected)
         except BaseException:
             conn.close()
             raise
         return conn
 
     async def _open(self, helo: str, tls: str, tls_context: ssl.SSLContext | None,
-                    host: str) -> None:
+                    host: str, expected: dane.Expected | None) -> None:
         greeting = await self._read_reply()
         if greeting.code != 220:
             raise SmtpError(self._session_failure(greeting, "greeting"))
         await self._ehlo(helo)
         if tls == "none":
             return
+        mandatory = tls in ("required", "verify", "dane")
         if "STARTTLS" not in self.extensions:
-            if tls in ("required", "verify"):
+            if mandatory:
                 raise SmtpError(local_reply(
                     421, "4.7.5", f"TLS is required for {self.peer} but it offers no STARTTLS"))
             return
         reply = await self._command(b"STARTTLS")
         if reply.code != 220:
-            if tls in ("required", "verify"):
+            if mandatory:
                 raise SmtpError(self._session_failure(reply, "STARTTLS"))
             return
         assert tls_context is not None
@@ -154,8 +161,20 @@ class SmtpConnection:
         except (ssl.SSLError, OSError, TimeoutError) as e:
             raise SmtpError(local_reply(421, "4.7.5", f"TLS with {self.peer} failed: {e}")) \
                 from None
+        if tls == "dane":
+            self._dane_check(expected or dane.Expected((), ()))
         self.tls = True
         await self._ehlo(helo)  # RFC 3207 §4.2: forget what was learnt before TLS
+
+    def _dane_check(self, expected: dane.Expected) -> None:
+        """RFC 7672 §3.1: the peer must satisfy a usable TLSA record; nothing is sent
+        else (the caller closes the connection)."""
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        chain = dane.peer_chain(ssl_object) if ssl_object is not None else []
+        problem = dane.authenticate(expected, chain)
+        if problem is not None:
+            raise SmtpError(local_reply(421, "4.7.5", f"DANE authentication of {self.peer} "
+                                        f"failed: {problem} (RFC 7672)"))
 
     async def _ehlo(self, helo: str) -> None:
         reply, lines = await self._command_lines(b"EHLO " + helo.encode())

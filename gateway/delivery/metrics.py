@@ -16,3 +16,12 @@ TRANSACTION_SECONDS = Histogram(
     "smimegate_delivery_transaction_seconds", "One SMTP transaction with a next hop",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30))
 CONNECTIONS = Gauge("smimegate_delivery_connections", "Open connections to next hops")
+TLS = Counter(
+    "smimegate_delivery_tls_total",
+    "Sessions opened with next hops by TLS result (dane-verified, pkix-verified, "
+    "unauthenticated, clear) and handshakes or authentications that failed (failed)",
+    ["result"])
+TLSA = Counter(
+    "smimegate_delivery_tlsa_total",
+    "TLSA lookups of DNSSEC-secure MX hosts (RFC 7672) by state (usable, unusable, absent, "
+    "insecure, failed)", ["state"])

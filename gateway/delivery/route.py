@@ -9,6 +9,12 @@ their addresses come from dnspython's async resolver (`delivery.dns_servers` or
 A *destination* is what concurrency limits and connection reuse apply to: an explicit
 next hop (transport entry or relayhost, host:port) or, for MX routing, the recipient
 domain; together with the TLS policy that applies to it.
+
+With `delivery.dane` on, queries carry the DO bit (RFC 3225) and a host found by MX is
+*secure* when the resolver set the AD bit on the MX answer (or, for the implicit MX, on
+the NODATA MX answer) and on every answer that gave its addresses (RFC 7672 §2.2.1-2):
+only a secure host's TLSA records are looked up (gateway.delivery.dane). Explicit next
+hops and address literals are never secure: their names come from configuration.
 """
 
 from __future__ import annotations
@@ -20,15 +26,18 @@ from dataclasses import dataclass
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.inet
 import dns.nameserver
 import dns.resolver
 
+from gateway.config.errors import ConfigError
 from gateway.config.schema import DeliverySection
 from gateway.config.types import HostPort
+from gateway.delivery import dane, metrics
 from gateway.envelope import Reply, domain_of
 
-TLS_POLICIES = ("none", "opportunistic", "required", "verify")
+TLS_POLICIES = ("none", "opportunistic", "required", "verify", "dane")
 
 
 class RouteError(Exception):
@@ -52,6 +61,7 @@ class Host:
     name: str  # for TLS verification and Remote-MTA
     address: str
     port: int
+    secure: bool = False  # DNSSEC-secure MX and address records: TLSA may be looked up
 
 
 class Router:
@@ -62,14 +72,29 @@ class Router:
         self._tls = dict(config.tls_policy)
         for domain, policy in self._tls.items():
             if policy not in TLS_POLICIES:
-                raise ValueError(f"delivery.tls_policy: {domain!r} has {policy!r}; "
-                                 f"must be one of {', '.join(TLS_POLICIES)}")
+                raise ConfigError("delivery.tls_policy", f"{domain!r} has {policy!r}; "
+                                  f"must be one of {', '.join(TLS_POLICIES)}")
+        if not config.dane:
+            # Without a validating resolver "dane" would silently mean "opportunistic".
+            if config.tls == "dane":
+                raise ConfigError("delivery.tls", "\"dane\" needs delivery.dane = true "
+                                  "(and a DNSSEC-validating resolver)")
+            for domain, policy in self._tls.items():
+                if policy == "dane":
+                    raise ConfigError("delivery.tls_policy", f"{domain!r} has \"dane\", "
+                                      "which needs delivery.dane = true (and a "
+                                      "DNSSEC-validating resolver)")
+        self._dane = config.dane
         self._resolver = resolver or make_resolver(config)
+        if self._dane:
+            # RFC 3225: the DO bit asks a validating resolver for the AD bit.
+            self._resolver.use_edns(0, dns.flags.DO, 1232)
 
     def destination(self, rcpt: str, *, require_tls: bool = False) -> Destination:
         """Where rcpt's copy goes. require_tls (a copy the crypto job sent unencrypted
         under the "tls-only" fallback) makes the TLS policy "verify" whatever the
-        domain's: the next hop's certificate must chain to delivery.tls_ca_file (or the
+        domain's: the next hop's certificate must match its usable TLSA records (with
+        delivery.dane, see host_tls), else chain to delivery.tls_ca_file (or the
         system's CAs) and name the host."""
         domain = domain_of(rcpt)
         tls = "verify" if require_tls else self._tls.get(domain, self._config.tls)
@@ -96,9 +121,10 @@ class Router:
         except dns.resolver.NXDOMAIN:
             raise RouteError(Reply(550, "5.1.2", f"domain {dest.domain} does not exist")) \
                 from None
-        except dns.resolver.NoAnswer:  # RFC 5321 §5.1: the implicit MX
-            return [Host(dest.domain, a, port)
-                    for a in await self._addresses(dest.domain, dest.domain)]
+        except dns.resolver.NoAnswer as e:  # RFC 5321 §5.1: the implicit MX
+            addresses, secure = await self._addresses(dest.domain, dest.domain)
+            secure = secure and self._secure(dane.denial_response(e))
+            return [Host(dest.domain, a, port, secure) for a in addresses]
         except dns.exception.DNSException as e:
             raise RouteError(Reply(451, "4.4.3", f"MX lookup for {dest.domain} failed: "
                                    f"{e.__class__.__name__}")) from None
@@ -108,26 +134,60 @@ class Router:
         if any(name in ("", ".") for names in mxs.values() for name in names):
             raise RouteError(Reply(556, "5.1.10", f"domain {dest.domain} accepts no mail "
                                    "(null MX, RFC 7505)"))
+        mx_secure = self._secure(answer.response)
         hosts: list[Host] = []
         for pref in sorted(mxs):
             names = mxs[pref]
             random.shuffle(names)
             for name in names:
                 try:
-                    hosts += [Host(name, a, port) for a in await self._addresses(name, dest.domain)]
+                    addresses, secure = await self._addresses(name, dest.domain)
                 except RouteError:
                     continue  # try the other MX hosts
+                hosts += [Host(name, a, port, mx_secure and secure) for a in addresses]
         if not hosts:
             raise RouteError(Reply(451, "4.4.3", f"no MX host of {dest.domain} has an address"))
         return hosts
 
-    async def _addresses(self, name: str, domain: str) -> list[str]:
+    async def host_tls(self, dest: Destination,
+                       host: Host) -> tuple[str, dane.Expected | None]:
+        """The TLS policy for one host of dest after its TLSA records, and what the
+        peer must then show (RFC 7672 §2.2). Where DANE does not apply (off, an explicit hop, an
+        insecure host or answer, no records), "dane" is "opportunistic" and "verify"
+        stays PKIX. With usable records both authenticate by DANE only; with records
+        none of which is usable, "dane" is mandatory unauthenticated TLS.
+        Raises RouteError when a secure host's TLSA records cannot be had: the host must
+        not be used at all (RFC 7672 §2.1.1)."""
+        fallback = "opportunistic" if dest.tls == "dane" else dest.tls
+        if not (self._dane and host.secure and dest.tls in ("dane", "verify")):
+            return fallback, None
+        try:
+            tlsa = await dane.lookup(self._resolver, host.name, host.port)
+        except dane.TlsaLookupError as e:
+            metrics.TLSA.labels("failed").inc()
+            raise RouteError(Reply(451, "4.4.3", str(e))) from None
+        metrics.TLSA.labels(tlsa.state).inc()
+        if tlsa.state == dane.USABLE:
+            # RFC 7672 §3.2.2: the TLSA base domain and the next-hop domain are the
+            # names a DANE-TA leaf may carry.
+            return "dane", dane.Expected(tlsa.records, (host.name, dest.domain))
+        if tlsa.state == dane.UNUSABLE and dest.tls == "dane":
+            return "required", None
+        return fallback, None
+
+    def _secure(self, response: object) -> bool:
+        return self._dane and bool(getattr(response, "flags", 0) & dns.flags.AD)
+
+    async def _addresses(self, name: str, domain: str) -> tuple[list[str], bool]:
+        """The addresses of name, and whether every answer giving them was secure."""
         out: list[str] = []
+        secure = True
         missing = False
         for rdtype in ("A", "AAAA"):
             try:
                 answer = await self._resolver.resolve(name, rdtype)
                 out += [rr.address for rr in answer]
+                secure = secure and self._secure(answer.response)
             except dns.resolver.NXDOMAIN:
                 missing = True
             except dns.resolver.NoAnswer:
@@ -138,7 +198,7 @@ class Router:
         if not out:
             code, status = (550, "5.1.2") if missing and name == domain else (451, "4.4.3")
             raise RouteError(Reply(code, status, f"{name} has no address"))
-        return out
+        return out, secure
 
 
 async def _system_addresses(hop: HostPort) -> list[Host]:
