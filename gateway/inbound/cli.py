@@ -8,19 +8,18 @@ deletes the entry:
   Authentication-Results saying it was released (ours from the sender removed);
 - outbound mail (kept by the crypto job for want of a certificate) is never sent as it
   is: it is queued as a refused original (Envelope.refused), due at once, so the
-  gateway's delivery runs the crypto job for it again on its next start, with a fresh
-  certificate lookup: it is encrypted if a certificate is found by then, else its rule's
-  fallback applies again.
-release opens the spool itself, so the gateway that owns it must be stopped (a running
-one keeps the spool locked: the command says so and changes nothing). A crash between
-the two steps queues the message and leaves the entry: never lost, at worst released
-twice.
+  gateway's delivery runs the crypto job for it again, with a fresh certificate lookup:
+  it is encrypted if a certificate is found by then, else its rule's fallback applies
+  again.
+The message goes in through the spool's "adopt" command (gateway/spool/control.py):
+applied directly when no gateway runs, else by the running gateway, which owns the
+spool. The entry is deleted only once the message is in the queue; a crash between the
+two steps leaves both: never lost, at worst released twice.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import time
 from dataclasses import replace
@@ -44,8 +43,8 @@ from gateway.outbound.replies import RELEASED
 from gateway.revocation import authentication_results
 from gateway.revocation.authres import ResInfo
 from gateway.revocation.policy import RESULTS
-from gateway.spool.format import PENDING, RecipientState
-from gateway.spool.store import Spool, SpoolLocked
+from gateway.spool.cli import adopt
+from gateway.spool.store import SpoolLocked
 
 
 def register(sub: Any) -> None:
@@ -64,7 +63,7 @@ def register(sub: Any) -> None:
     p.add_argument("id", metavar="ID")
     p.set_defaults(handler=show)
     p = qsub.add_parser("release", parents=[where],
-                        help="queue the message for delivery (the gateway must be stopped)")
+                        help="queue the message again (outbound: encrypted first)")
     p.add_argument("id", metavar="ID")
     p.set_defaults(handler=release)
     p = qsub.add_parser("delete", parents=[where], help="remove a message for good")
@@ -141,34 +140,27 @@ def release(args: argparse.Namespace) -> int:
     store = Quarantine(args.dir) if args.dir is not None else \
         Quarantine(quarantine_dir(c.inbound.quarantine_dir, c.spool.directory))
     e = _get(store, args.id)
-
-    async def enqueue() -> str:
-        try:
-            spool = await Spool.open(c.spool, lock_wait=0.0)
-        except SpoolLocked:
-            raise CliError(f"the spool {c.spool.directory} is owned by a running gateway: "
-                           "stop it to release quarantined mail", REFUSED) from None
-        try:
-            env = e.envelope
-            fresh = Envelope(env.mail_from, env.rcpt_tos, env.client_address, env.helo,
-                             time.time(), env.esmtp)
-            if e.verdict != NO_CERTIFICATE:
-                return await spool.enqueue(fresh, released_copy(e, c.smtp.hostname))
-            qid = await spool.enqueue(replace(fresh, refused=str(RELEASED)), e.data)
+    env = e.envelope
+    fresh = Envelope(env.mail_from, env.rcpt_tos, env.client_address, env.helo, time.time(),
+                     env.esmtp)
+    outbound = e.verdict == NO_CERTIFICATE
+    try:
+        if outbound:
             # Due now, as a refused copy whose first attempt was made (the job at DATA):
             # delivery runs the job again at once instead of waiting a retry interval.
-            first = RecipientState(PENDING, 1, 0.0, str(RELEASED), "")
-            await spool.set_rcpts(qid, dict.fromkeys(range(len(env.rcpt_tos)), first))
-            return qid
-        finally:
-            await spool.close()
-
-    try:
-        queue_id = asyncio.run(enqueue())
+            queue_id, queued = adopt(c.spool, replace(fresh, refused=str(RELEASED)), e.data,
+                                     first_attempt=str(RELEASED))
+        else:
+            queue_id, queued = adopt(c.spool, fresh, released_copy(e, c.smtp.hostname))
+        if not queued:
+            raise CliError(f"handed {e.id} to the running gateway as {queue_id}, but it has "
+                           "not queued it (yet): the quarantine entry is kept; see the "
+                           "gateway's log before releasing again", REFUSED)
         store.delete(e.id)
-    except OSError as err:
-        raise CliError(f"{err.filename or ''}: {err.strerror or err}", REFUSED) from None
-    how = " (outbound: the crypto job runs again for it when the gateway starts)" \
-        if e.verdict == NO_CERTIFICATE else ""
+    except (OSError, SpoolLocked) as err:
+        raise CliError(f"{getattr(err, 'filename', '') or ''}: "
+                       f"{getattr(err, 'strerror', '') or err}", REFUSED) from None
+    how = " (outbound: the crypto job runs again for it before anything is sent)" \
+        if outbound else ""
     print(f"released {e.id} as {queue_id}{how}")
     return 0

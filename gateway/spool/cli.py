@@ -23,8 +23,9 @@ from typing import Any
 from gateway.cli.errors import REFUSED, CliError
 from gateway.config import ConfigError, load_gateway_config
 from gateway.config.schema import SpoolSection
+from gateway.envelope import Envelope
 from gateway.spool import control
-from gateway.spool.format import is_queue_id
+from gateway.spool.format import encode_message, is_queue_id, new_queue_id
 from gateway.spool.layout import HOLD, STATES, Layout, QueueEntry, read_data, read_entry, scan
 from gateway.spool.store import Spool, SpoolLocked
 
@@ -177,9 +178,50 @@ def change(args: argparse.Namespace) -> int:
     if path.exists():
         print(f"{args.op} {qid or '(all)'}: handed to the running gateway; it has not "
               f"applied it yet")
-    else:
-        print(f"{args.op} {qid or '(all)'}: applied by the running gateway")
+        return 0
+    outcome = control.collect(path)
+    if outcome is not None and not outcome.ok:
+        raise CliError(f"{args.op} {qid or '(all)'}: the running gateway refused it: "
+                       f"{outcome.text}", REFUSED)
+    said = f": {outcome.text}" if outcome is not None else ""
+    print(f"{args.op} {qid or '(all)'}: applied by the running gateway{said}")
     return 0
+
+
+def adopt(section: SpoolSection, envelope: Envelope, data: bytes, *,
+          first_attempt: str = "") -> tuple[str, bool]:
+    """Queue a message from outside the queue (`smimegate quarantine release`), whether a
+    gateway runs or not: (queue ID, whether it is queued now). False means a running
+    gateway has not applied the command within APPLY_WAIT (it may still do so), or
+    refused it (its log says why); the caller then keeps its own copy."""
+    layout = Layout(Path(section.directory))  # Spool.open below creates a missing one
+    qid = new_queue_id()
+
+    async def here() -> str:
+        spool = await Spool.open(section, lock_wait=0.0)  # creates the directories
+        try:
+            name = control.stage_message(layout.control, encode_message(envelope, data))
+            return await spool.apply(control.Command("adopt", qid, name, first_attempt))
+        finally:
+            await spool.close()
+
+    try:
+        asyncio.run(here())
+        return qid, True
+    except SpoolLocked:
+        pass
+    name = control.stage_message(layout.control, encode_message(envelope, data))
+    path = control.submit(layout.control, control.Command("adopt", qid, name, first_attempt))
+    deadline = time.monotonic() + APPLY_WAIT
+    while path.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if path.exists():
+        return qid, False
+    outcome = control.collect(path)
+    if outcome is None or not outcome.ok:
+        (layout.control / name).unlink(missing_ok=True)
+        return qid, False
+    return qid, True
 
 
 async def _apply_here(section: SpoolSection, command: control.Command) -> str:

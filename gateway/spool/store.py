@@ -29,6 +29,7 @@ from gateway.spool.format import (
     MessageState,
     RecipientState,
     SpoolFormatError,
+    decode_header,
     encode_message,
     is_queue_id,
     new_queue_id,
@@ -147,13 +148,16 @@ class Spool:
     # -- the front end's side -------------------------------------------------------
 
     async def enqueue(self, envelope: Envelope, data: bytes, *,
-                      queue_id: str | None = None, fresh: bool = False) -> str:
+                      queue_id: str | None = None, fresh: bool = False,
+                      state: MessageState | None = None) -> str:
         """Make message and envelope durable; return the queue ID only then.
 
         With an explicit queue_id (a DSN's, derived from its message's) a second enqueue
         of the same ID is a no-op, so recovery can safely repeat it. fresh=True says the
         caller just made queue_id with new_queue_id() (gateway/handoff.py): it cannot
-        exist yet, so the check (a stat on the event loop) is skipped.
+        exist yet, so the check (a stat on the event loop) is skipped. `state`, when
+        given, is written in the same commit (after the message file) instead of
+        "every recipient pending, due now".
         """
         if queue_id is not None:
             if not is_queue_id(queue_id):
@@ -169,13 +173,18 @@ class Spool:
         path = self.layout.message_path(qid)
         head = encode_message(envelope, b"")
         self._reserved += 1
+        if state is not None and len(state.rcpts) != len(envelope.rcpt_tos):
+            raise ValueError("the state must have one entry per recipient")
+        writes = [(path, head + data)]
+        if state is not None:
+            writes.append((self.layout.state_path(qid), state.encode()))
         try:
-            await self._committer.commit(Change(writes=[(path, head + data)]))
+            await self._committer.commit(Change(writes=writes))
         finally:
             self._reserved -= 1
         header_len = len(head)
         self._entries[qid] = QueueEntry(qid, envelope, len(data), header_len,
-                                        MessageState.initial(len(envelope.rcpt_tos)))
+                                        state or MessageState.initial(len(envelope.rcpt_tos)))
         self._recent.put(qid, data)
         metrics.ENQUEUED.inc()
         self._make_ready(qid)
@@ -269,6 +278,8 @@ class Spool:
 
     async def apply(self, command: control.Command) -> str:
         """Apply a `smimegate queue` command; returns what was done, for the operator."""
+        if command.op == "adopt":
+            return await self._adopt(command)
         if command.queue_id is None:
             ids = [e.queue_id for e in self._entries.values() if not e.state.hold]
         else:
@@ -296,20 +307,50 @@ class Spool:
                 "retry": "scheduled for retry"}[command.op]
         return f"{len(ids)} message(s) {done}"
 
+    async def _adopt(self, command: control.Command) -> str:
+        """Enqueue the message file an adopt command names (control.py), then delete it."""
+        qid = command.queue_id
+        assert qid is not None
+        path = self.layout.control / command.message
+        try:
+            raw = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            if qid in self._entries:  # applied before a crash that kept the command
+                return f"already queued as {qid}"
+            raise control.CommandError(f"message file {command.message} is missing") from None
+        try:
+            envelope, offset = decode_header(raw)
+        except SpoolFormatError as e:
+            raise control.CommandError(f"message file {command.message}: {e}") from None
+        if not envelope.rcpt_tos:
+            raise control.CommandError(f"message file {command.message} has no recipients")
+        state = None
+        if command.first_attempt:
+            first = RecipientState(PENDING, 1, 0.0, command.first_attempt, "")
+            state = MessageState(tuple(first for _ in envelope.rcpt_tos))
+        await self.enqueue(envelope, raw[offset:], queue_id=qid, state=state)
+        await asyncio.to_thread(_unlink_quietly, path)
+        return f"queued as {qid}"
+
     async def _control_loop(self) -> None:
         while True:
             for path in await asyncio.to_thread(control.pending, self.layout.control):
                 try:
                     command = control.Command.decode(await asyncio.to_thread(path.read_bytes))
+                    done = await self.apply(command)
                     log.info("spool: queue command %s %s: %s", command.op,
-                             command.queue_id or "(all)", await self.apply(command))
+                             command.queue_id or "(all)", done)
+                    outcome = control.Outcome(True, done)
                 except control.CommandError as e:
                     log.warning("spool: ignoring command %s: %s", path.name, e)
+                    outcome = control.Outcome(False, str(e))
                 except FileNotFoundError:
                     continue
                 except OSError as e:  # the spool's disk: try the command again next time
                     log.error("spool: command %s failed: %s", path.name, e)
                     break
+                # The answer first, so the waiting CLI finds it when the command is gone.
+                await asyncio.to_thread(control.answer, path, outcome)
                 await asyncio.to_thread(_unlink_quietly, path)
             if time.monotonic() - self._gauges_at >= GAUGE_INTERVAL:
                 self._update_gauges()  # O(queue): not on every poll of a large queue
