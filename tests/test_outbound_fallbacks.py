@@ -144,3 +144,22 @@ def test_a_quarantine_store_that_cannot_be_written_fails_the_job(
     # The worker turns a raising job into 451 (gateway/workers/child.py).
     with pytest.raises(NotADirectoryError):
         process_with(s, job("dave@gamma.test"))
+
+
+def test_a_job_run_twice_keeps_one_quarantine_entry_per_copy(
+        pki: Path, cache: CertCache, tmp_path: Path) -> None:
+    # A worker replaced mid-batch has its batch run again: the entries it wrote are
+    # keyed by the queue ID and whose copy they are, so the re-run replaces them.
+    s = held_state(pki, cache, tmp_path)
+    s = dataclasses.replace(s, inbound=dataclasses.replace(
+        s.inbound, actions={**s.inbound.actions, "none": "quarantine"}))
+    once = dataclasses.replace(job("dave@gamma.test", "ann@alpha.test"),
+                               queue_id="0661234567890ABCDE1")
+    first = process_with(s, once)
+    again = process_with(s, once)
+    assert sorted(first.quarantined) == sorted(again.quarantined)
+    assert len(first.quarantined) == 2
+    assert Quarantine(tmp_path).ids() == sorted(first.quarantined)
+    other = process_with(s, dataclasses.replace(once, queue_id="0661234567890ABCDE2"))
+    assert len(Quarantine(tmp_path).ids()) == 4  # another message: entries of its own
+    assert set(other.quarantined).isdisjoint(first.quarantined)

@@ -100,9 +100,10 @@ def handle(env: Envelope, rcpts: tuple[str, ...], data: bytes, *, keys: KeyRing,
         text = _TEXT[verdict] + (f": {_one_line(reason)}" if reason else "")
         return Handled(refusal=Reply(code, f"{cls}.{_STATUS[verdict]}", text))
     if action == "quarantine":
+        key = f"{queue_id} inbound {' '.join(rcpts)}" if queue_id else ""
         qid = quarantine.put(Envelope(env.mail_from, rcpts, env.client_address, env.helo,
                                       env.received_at, env.esmtp), data,
-                             reason=reason or verdict, verdict=verdict)
+                             reason=reason or verdict, verdict=verdict, key=key)
         log.warning("%s from %s to %s quarantined as %s: smime=%s %s", mid,
                     env.mail_from or "<>", ", ".join(rcpts), qid, verdict, reason)
         return Handled(quarantined=qid)

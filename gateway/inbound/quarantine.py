@@ -14,6 +14,7 @@ deletes them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -58,15 +59,19 @@ class Quarantine:
     def _ready(self) -> None:
         (self.directory / "tmp").mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def put(self, envelope: Envelope, data: bytes, *, reason: str, verdict: str) -> str:
-        """Store a message durably; returns its id."""
+    def put(self, envelope: Envelope, data: bytes, *, reason: str, verdict: str,
+            key: str = "") -> str:
+        """Store a message durably; returns its id. With a key (the job's queue ID and
+        whose copy it is) the id is derived from it, so a job run twice (a worker
+        replaced mid-batch re-runs its batch) replaces its entry instead of adding one."""
         self._ready()
-        qid = "Q" + secrets.token_hex(10)
+        qid = "Q" + (hashlib.sha256(key.encode()).hexdigest()[:20] if key
+                     else secrets.token_hex(10))
         head = {"mail_from": envelope.mail_from, "rcpt_tos": list(envelope.rcpt_tos),
                 "client_address": envelope.client_address, "helo": envelope.helo,
                 "received_at": envelope.received_at, "esmtp": [list(p) for p in envelope.esmtp],
                 "reason": reason, "verdict": verdict, "quarantined_at": time.time()}
-        tmp = self.directory / "tmp" / (qid + SUFFIX)
+        tmp = self.directory / "tmp" / f"{qid}.{secrets.token_hex(4)}{SUFFIX}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, json.dumps(head).encode() + b"\n")

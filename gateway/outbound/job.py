@@ -235,8 +235,9 @@ def _quarantine(state: Loaded, job: Job, group: _Group, mid: str,
     rule = dict(d.why).get("fallback", "default")
     reason = f"outbound: no certificate for {who} (rule {rule})"
     env = dataclasses.replace(job.envelope, rcpt_tos=group.rcpts)
+    key = f"{job.queue_id} outbound {' '.join(group.rcpts)}" if job.queue_id else ""
     qid = Quarantine(state.context.quarantine_dir).put(env, job.data, reason=reason,
-                                                       verdict=NO_CERTIFICATE)
+                                                       verdict=NO_CERTIFICATE, key=key)
     tally.inc("fallbacks", "quarantine", group.found.status, n=len(group.rcpts))
     _count(tally, d, group.rcpts, "quarantined")
     log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback quarantine, "
