@@ -17,8 +17,6 @@ from gateway.inbound.open import Opened, from_addresses
 
 Harvested = tuple[tuple[str, tuple[bytes, ...]], ...]
 
-_slot: list[Harvested] = [()]
-
 
 def candidates(opened: Opened) -> Harvested:
     """(From address, DER chain signer first) for each From address the passing
