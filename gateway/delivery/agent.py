@@ -10,10 +10,8 @@ SMTP session (RSET only after a transaction that did not end normally: RFC 5321
 more.
 
 A queued copy the crypto job refused (Envelope.refused: its data is the original
-message, gateway/workers/jobs.py Output) is never sent as it is: a 5yz fails its
-recipients (a DSN follows); a 4yz counts as their first attempt and, when due again, the
-job runs again through `reprocess` (the worker pool): copies it now makes are queued as
-new entries and these recipients are done here; a refusal again is their next attempt.
+message) is never sent as it is: gateway.delivery.refused says what its due recipients
+become (bounced, waiting, or handed to copies the job makes when run again).
 
 Outcome per recipient, recorded durably (spool.set_rcpts) before the connection moves
 on, so a recipient once delivered is never sent again after a restart: 2xx → delivered;
@@ -28,32 +26,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import heapq
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 import dns.asyncresolver
 
 from gateway.config.schema import DeliverySection
-from gateway.delivery import metrics, outcome
+from gateway.delivery import metrics, outcome, refused
 from gateway.delivery.client import SmtpConnection, SmtpError, TlsContexts
 from gateway.delivery.dane import Expected
 from gateway.delivery.dsn import build_dsn
 from gateway.delivery.route import Destination, Host, RouteError, Router
-from gateway.envelope import Envelope, Reply
-from gateway.handoff import queue_outputs
+from gateway.envelope import Reply
 from gateway.spool import DELIVERED, QueueEntry, RecipientState, Spool, dsn_queue_id
-from gateway.workers.jobs import Job as CryptoJob
-from gateway.workers.jobs import Result
-
-# Runs the crypto job for a refused copy again (WorkerPool.run in `smimegate run`).
-Reprocess = Callable[[CryptoJob], Awaitable[Result]]
-REPROCESSED = "smimegate"  # the "remote" recorded for recipients handed to new copies
 
 log = logging.getLogger("smimegate.delivery")
 
@@ -78,7 +68,7 @@ class DeliveryAgent:
 
     def __init__(self, spool: Spool, config: DeliverySection, *, hostname: str,
                  resolver: dns.asyncresolver.Resolver | None = None,
-                 reprocess: Reprocess | None = None) -> None:
+                 reprocess: refused.Reprocess | None = None) -> None:
         self._spool = spool
         self._reprocess = reprocess
         self._config = config
@@ -397,28 +387,9 @@ class DeliveryAgent:
         """A refused copy's recipients are due: bounce, wait, or run the job again."""
         qid = entry.queue_id
         try:
-            try:
-                reply = Reply.parse(entry.envelope.refused)
-            except ValueError:
-                reply = Reply(451, "4.3.0", "refused by the crypto job")
-            first = all(entry.state.rcpts[i].attempts == 0 for i in due)
-            if reply.permanent or first or self._reprocess is None:
-                if self._reprocess is None and not reply.permanent and not first:
-                    log.warning("delivery: %s waits for the crypto job, which this "
-                                "gateway does not run", qid)
-                # At DATA the job made its first attempt: that is what is recorded.
-                await self._record(entry, due, [reply] * len(due), "")
-                return
-            data = await self._spool.read(entry)
-            rcpts = tuple(entry.envelope.rcpt_tos[i] for i in due)
-            envelope = dataclasses.replace(entry.envelope, rcpt_tos=rcpts, refused="")
-            result = await self._reprocess(CryptoJob(envelope, data, qid))
-            if result.refusal is not None:
-                log.info("delivery: %s: the crypto job refused again for %s: %s", qid,
-                         ", ".join(rcpts), result.refusal)
-                await self._record(entry, due, [result.refusal] * len(due), "")
-                return
-            await self._handed_on(entry, due, envelope, result)
+            await self._write(entry, await refused.next_states(
+                entry, due, spool=self._spool, config=self._config,
+                reprocess=self._reprocess))
         except FileNotFoundError:
             pass  # deleted by an operator meanwhile
         except Exception as e:  # the pool stopping, a full disk: try again later
@@ -426,31 +397,6 @@ class DeliveryAgent:
             self._later(qid, time.time() + self._config.retry_initial)
         finally:
             self._job_done(qid)
-
-    async def _handed_on(self, entry: QueueEntry, due: list[int], envelope: Envelope,
-                         result: Result) -> None:
-        """Queue what the job made now; its recipients are done in this entry, except
-        the ones it refused again (their next attempt, on this entry)."""
-        index = {entry.envelope.rcpt_tos[i]: i for i in due}
-        again = [o for o in result.outputs if o.refused is not None
-                 and all(r in index for r in o.rcpt_tos)]
-        made = [o for o in result.outputs if o not in again]
-        ids = await queue_outputs(self._spool, envelope, made)
-        now = time.time()
-        changes: dict[int, RecipientState] = {}
-        for o in again:
-            assert o.refused is not None
-            indices = [index[r] for r in o.rcpt_tos]
-            changes.update(outcome.after_replies(entry, indices, [o.refused] * len(indices),
-                                                 "", self._config, now))
-        note = " ".join(ids + [f"{q} (quarantined)" for q in result.quarantined])
-        for i in due:
-            if i not in changes:
-                changes[i] = RecipientState(DELIVERED, entry.state.rcpts[i].attempts + 1,
-                                            0.0, f"250 2.0.0 processed again: {note}",
-                                            REPROCESSED)
-        log.info("delivery: %s processed again: %s", entry.queue_id, note or "nothing new")
-        await self._write(entry, changes)
 
     async def _expire(self, entry: QueueEntry) -> None:
         try:
