@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from benchmarks._loadgen_stats import machine_facts
 from benchmarks._rates import per_cpu_second
 from gateway.delivery import dane
 from gateway.delivery.client import SmtpConnection, TlsContexts
+from gateway.keys.demo import tls_server
 
 RESULTS = Path(__file__).parent / "results"
 HOST = "mail.bench.test"
@@ -47,36 +46,9 @@ HOST = "mail.bench.test"
 
 def _pki(tmp: Path) -> tuple[Path, Path, list[bytes]]:
     """CA file, server PEM (leaf, CA, key) and the chain in DER, leaf first."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(1)
-          .not_valid_before(now - dt.timedelta(hours=1))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False,
-                                       False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                         critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, HOST)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(2)
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-                ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    ca_file, server = tmp / "ca.pem", tmp / "server.pem"
-    ca_file.write_bytes(ca.public_bytes(pem))
-    server.write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem) + key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    der = serialization.Encoding.DER
-    return ca_file, server, [leaf.public_bytes(der), ca.public_bytes(der)]
+    pki = tls_server(HOST)
+    ca_file, server = pki.write(tmp)
+    return ca_file, server, pki.der_chain()
 
 
 async def _serve(ctx: ssl.SSLContext) -> asyncio.Server:

@@ -9,6 +9,7 @@ OCSP responder certificate to which the intermediate delegates OCSP signing (RFC
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,42 @@ def issue(
         builder = builder.add_extension(extra, critical=False)
     cert = builder.sign(signer_key, hashes.SHA256())
     return Issued(key, cert)
+
+
+@dataclass(frozen=True)
+class TlsServer:
+    """A throwaway CA and the TLS server certificate it issued (loopback tests, benches)."""
+
+    ca: Issued
+    server: Issued
+
+    def write(self, folder: Path) -> tuple[Path, Path]:
+        """(ca.pem, server.pem holding the leaf, the CA and the key) in folder."""
+        ca_file, server = folder / "ca.pem", folder / "server.pem"
+        ca_file.write_bytes(_pem(self.ca.certificate))
+        server.write_bytes(_pem(self.server.certificate) + _pem(self.ca.certificate)
+                           + _key_pem(self.server.key))
+        server.chmod(0o600)
+        return ca_file, server
+
+    def der_chain(self) -> list[bytes]:
+        """The chain a server sends, leaf first, in DER."""
+        der = serialization.Encoding.DER
+        return [self.server.certificate.public_bytes(der), self.ca.certificate.public_bytes(der)]
+
+
+def tls_server(host: str) -> TlsServer:
+    """A P-256 CA and a serverAuth certificate for host (a DNS name or an IP address)."""
+    ca = issue(name_of(f"TLS test CA for {host}"), new_key("p256"), None, ca=True)
+    try:
+        san: tuple[x509.ExtensionType, ...] = (
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),)
+        dns: tuple[str, ...] = ()
+    except ValueError:
+        san, dns = (), (host,)
+    server = issue(name_of(host), new_key("p256"), ca, dns=dns, extensions=san,
+                   eku=(ExtendedKeyUsageOID.SERVER_AUTH,))
+    return TlsServer(ca, server)
 
 
 def _pem(cert: x509.Certificate) -> bytes:
