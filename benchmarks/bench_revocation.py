@@ -6,7 +6,9 @@ the RSA-2048 operations they cost, and what a cached check adds to verify().
 In one process (the directory runs in a thread on loopback, as in the tests, so both
 share one GIL and the machine's 2 cores), in alternating rounds: (1) cold checks: cache
 cleared before each, so each is one POST, the directory's RSA-2048 signature over a
-nonce'd answer, and our verification of it; (2) cached checks; (3) raw RSA-2048 sign and
+nonce'd answer, and our verification of it; (2) cached checks; (2b) cached CRL checks
+(a leaf naming an http CRL distribution point, a 1,000-entry CRL fetched once from a
+loopback server, then answered from the per-URL cache); (3) raw RSA-2048 sign and
 verify with `cryptography`; (4) verify() of a signed 1 KB message with the cached check
 plugged in and without any; (5) Authentication-Results formatting. Prints medians and
 ratios, writes JSON to benchmarks/results/.
@@ -42,20 +44,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from gateway.config import load_directory_config
     from gateway.keys import load_certificates, load_private_key
-    from gateway.keys.demo import Issued, write_demo_pki
+    from gateway.keys.demo import Issued, issue, name_of, new_key, write_demo_pki
     from gateway.revocation import (
+        CrlSource,
         OcspClient,
         RevocationPolicy,
         authentication_results,
         smime_resinfo,
     )
     from gateway.smime import sign, verify
+    from tests.crl_support import CrlHttp, cdp, make_crl, serve
     from tests.directory_support import DirectoryServer
     from tests.directory_world import fp, publish
     from tests.revocation_support import identity, leaf
 
     rates: dict[str, list[float]] = {k: [] for k in (
-        "ocsp_cold", "ocsp_cached", "rsa2048_sign", "rsa2048_verify", "verify_no_revocation",
+        "ocsp_cold", "ocsp_cached", "crl_cached", "rsa2048_sign", "rsa2048_verify",
+        "verify_no_revocation",
         "verify_cached_revocation", "authres_format")}
     with tempfile.TemporaryDirectory(prefix="bench-revocation-") as tmp:
         work = Path(tmp)
@@ -82,6 +87,17 @@ def main(argv: list[str] | None = None) -> int:
             def cached() -> None:
                 client.check(item.certificate, inter.certificate)
 
+            crls = CrlHttp()
+            crl_url = crls.url("/inter.crl")
+            serve(crls, crl_url, make_crl(inter, [(n, None) for n in range(1, 1001)]))
+            crl_leaf = issue(name_of("crl", "Alpha", "crl@alpha.test"), new_key("p256"), inter,
+                             emails=("crl@alpha.test",), extensions=(cdp(crl_url),))
+            crl_client = OcspClient(use_aia=False, crl=CrlSource())
+            assert crl_client.check(crl_leaf.certificate, inter.certificate).status == "good"
+
+            def crl_cached() -> None:
+                crl_client.check(crl_leaf.certificate, inter.certificate)
+
             key = rsa.generate_private_key(65537, 2048)
             data = b"x" * 1000
             signature = key.sign(data, padding.PKCS1v15(), hashes.SHA256())
@@ -97,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             work_items: dict[str, Callable[[], object]] = {
                 "ocsp_cold": cold,
                 "ocsp_cached": cached,
+                "crl_cached": crl_cached,
                 "rsa2048_sign": lambda: key.sign(data, padding.PKCS1v15(), hashes.SHA256()),
                 "rsa2048_verify": lambda: pub.verify(signature, data, padding.PKCS1v15(),
                                                      hashes.SHA256()),
@@ -108,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(args.rounds):
                 for name, fn in work_items.items():
                     rates[name].append(per_wall_second(fn, args.duration))
+            crls.stop()
         finally:
             server.stop()
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -115,11 +133,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:26s} {v:12,.0f} /s")
     ratios = {
         "cached_over_cold": med["ocsp_cached"] / med["ocsp_cold"],
+        "crl_cached_over_ocsp_cached": med["crl_cached"] / med["ocsp_cached"],
         "cold_over_rsa_sign": med["ocsp_cold"] / med["rsa2048_sign"],
         "verify_cached_over_no_revocation": med["verify_cached_revocation"] /
         med["verify_no_revocation"],
     }
     print(f"ratio cached ÷ cold OCSP check:           {ratios['cached_over_cold']:.1f}x")
+    print(f"ratio cached CRL ÷ cached OCSP check:     "
+          f"{ratios['crl_cached_over_ocsp_cached']:.2f}x")
     print(f"ratio cold OCSP check ÷ RSA-2048 sign:    {ratios['cold_over_rsa_sign']:.2f}x "
           "(the directory signs every nonce'd answer)")
     print(f"ratio verify() with cached check ÷ none:  "

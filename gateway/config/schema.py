@@ -240,6 +240,13 @@ class InboundRevocationSection:
     clock_skew: float = setting(300.0, "duration",
                                 "allowance for clock differences when checking an answer's "
                                 "thisUpdate and nextUpdate", unit="seconds", minimum=0)
+    crl: bool = setting(True, "bool",
+                        "when there is no OCSP server to ask about a certificate (leaf or "
+                        "intermediate CA), read the CRL at its http CRL distribution point "
+                        "(RFC 5280), cached until nextUpdate (at most cache_max); off: a CA "
+                        "certificate without OCSP is not asked, a leaf is unknown")
+    crl_max_size: int = setting(10 * 1024**2, "size", "largest CRL downloaded",
+                                unit="bytes", minimum=1024)
 
 
 _INBOUND_ACTIONS = ("deliver", "reject", "defer", "quarantine")

@@ -20,6 +20,15 @@ CACHE_HITS = Counter("smimegate_revocation_cache_hits",
                      "revocation checks answered from the in-process cache, by kind of "
                      "entry (answer: a responder's answer; failure: a remembered failure)",
                      ["kind"], registry=REGISTRY)
+# result: ok (fetched and signed by the asking CA) or the failure kind: http-error | timeout
+# | too-large | malformed | stale | unusable (delta, indirect, partial, critical extension)
+# | wrong-issuer | bad-signature
+CRL_FETCHES = Counter("smimegate_revocation_crl_fetches", "CRL downloads, by result",
+                      ["result"], registry=REGISTRY)
+CRL_CACHE_HITS = Counter("smimegate_revocation_crl_cache_hits",
+                         "revocation checks answered from a cached CRL (kind crl) or a "
+                         "remembered CRL failure (kind failure), without a download",
+                         ["kind"], registry=REGISTRY)
 VERDICTS = Counter("smimegate_revocation_verdicts",
                    "revocation checks of signer certificates, by mode and status",
                    ["mode", "status"], registry=REGISTRY)
@@ -29,6 +38,8 @@ COUNTERS: dict[str, tuple[Counter, tuple[str, ...]]] = {
     "revocation_ocsp_requests": (OCSP_REQUESTS, ("result",)),
     "revocation_cache_hits": (CACHE_HITS, ("kind",)),
     "revocation_verdicts": (VERDICTS, ("mode", "status")),
+    "revocation_crl_fetches": (CRL_FETCHES, ("result",)),
+    "revocation_crl_cache_hits": (CRL_CACHE_HITS, ("kind",)),
 }
 
 _drained: dict[tuple[str, tuple[str, ...]], float] = {}

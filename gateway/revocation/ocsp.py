@@ -21,24 +21,23 @@ precise reason, never "good":
 Answers are cached per CertID until their nextUpdate (at most cache_max); failures and
 "unknown" answers for failure_cache seconds, so a down server costs one timeout, not one
 per message. The cache lives in the calling process; a worker pool has one per worker.
-A CA certificate (not the signer) for which no server is configured and which names no
-OCSP URL is reported "good" with a reason saying it was not asked: nobody can answer
-for it, and its trust is the anchor's (see README: Revocation).
+For a certificate no OCSP server answers for, the CRL source (gateway.revocation.
+crlsource, `[revocation] crl`) reads the CRL its distribution points name. A CA
+certificate (not the signer) with neither is reported "good" with a reason saying it was
+not asked: nobody can answer for it, and its trust is the anchor's (see README:
+Revocation); a leaf with neither is "unknown".
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import os
 import re
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from cryptography import x509
@@ -49,6 +48,10 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from gateway.revocation import metrics
+from gateway.revocation.crl import is_ca
+from gateway.revocation.crlsource import CrlSource
+from gateway.revocation.fetch import FetchFailure, fetch, opener
+from gateway.revocation.outcome import Outcome, iso
 from gateway.smime.verify import RevocationStatus
 
 if TYPE_CHECKING:
@@ -70,24 +73,7 @@ class OcspFailure(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class OcspOutcome:
-    """What the client concluded about one certificate."""
-
-    status: str  # "good" | "revoked" | "unknown"
-    reason: str
-    url: str = ""
-    revoked_at: dt.datetime | None = None
-    revocation_reason: str | None = None  # RFC 5280 §5.3.1 name, e.g. "keyCompromise"
-    next_update: dt.datetime | None = None
-    cached: bool = False
-
-    def as_status(self) -> RevocationStatus:
-        return RevocationStatus(self.status, self.reason)
-
-
-def _iso(t: dt.datetime) -> str:
-    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+OcspOutcome = Outcome  # the name this module has always exported
 
 
 def _http_url(url: str, where: str) -> str:
@@ -126,27 +112,13 @@ def aia_ocsp_urls(cert: x509.Certificate) -> list[str]:
             and d.access_location.value.lower().startswith("http://")]
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except (x509.ExtensionNotFound, ValueError):
-        return False
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A responder answers where it was asked (RFC 6960 A.1); a redirect is an error."""
-
-    def redirect_request(self, req: urllib.request.Request, fp: object, code: int, msg: str,
-                         headers: object, newurl: str) -> None:
-        return None
-
-
 class OcspClient:
     """A RevocationCheck (gateway.smime.verify) asking OCSP responders; thread-safe."""
 
     def __init__(self, servers: Mapping[str, str] | Iterable[tuple[str, str]] = (), *,
                  use_aia: bool = True, timeout: float = 3.0, cache_max: float = 3600.0,
-                 failure_cache: float = 30.0, clock_skew: float = 300.0) -> None:
+                 failure_cache: float = 30.0, clock_skew: float = 300.0,
+                 crl: CrlSource | None = None) -> None:
         items = servers.items() if isinstance(servers, Mapping) else servers
         self._by_fingerprint: dict[str, str] = {}
         self._by_name: dict[str, str] = {}
@@ -161,16 +133,17 @@ class OcspClient:
         self.clock_skew = dt.timedelta(seconds=clock_skew)
         self._cache: dict[CertId, tuple[float, OcspOutcome]] = {}
         self._issuer_hashes: dict[x509.Certificate, tuple[bytes, bytes]] = {}
+        self.crl = crl  # asked when no OCSP server answers for a certificate
         self._lock = threading.Lock()
         # No proxies from the environment: the verification server is asked directly.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
-                                                   _NoRedirect())
+        self._opener = opener()
 
     @classmethod
     def from_config(cls, section: InboundRevocationSection) -> OcspClient:
         return cls(section.servers, use_aia=section.use_aia, timeout=section.timeout,
                    cache_max=section.cache_max, failure_cache=section.failure_cache,
-                   clock_skew=section.clock_skew)
+                   clock_skew=section.clock_skew,
+                   crl=CrlSource.from_config(section) if section.crl else None)
 
     def __call__(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
         return self.check(cert, issuer).as_status()
@@ -188,6 +161,8 @@ class OcspClient:
     def clear(self) -> None:
         with self._lock:
             self._cache.clear()
+        if self.crl is not None:
+            self.crl.clear()
 
     def cert_id(self, cert: x509.Certificate, issuer: x509.Certificate) -> CertId:
         """RFC 6960 §4.1.1 CertID with SHA-1: hash of the issuer's name (DER), hash of its
@@ -215,23 +190,13 @@ class OcspClient:
             metrics.CACHE_HITS.labels("failure" if hit.status == "unknown" else
                                       "answer").inc()
             return hit
+        urls = self.urls_for(cert, issuer)
+        if not urls:
+            return self._without_ocsp(cert, issuer, cert_id)
         builder = ocsp.OCSPRequestBuilder().add_certificate(
             cert, issuer, hashes.SHA1())  # noqa: S303 - RFC 6960 CertID as deployed
         nonce = os.urandom(NONCE_BYTES)
         request = builder.add_extension(x509.OCSPNonce(nonce), critical=False).build()
-        urls = self.urls_for(cert, issuer)
-        if not urls:
-            if _is_ca(cert):
-                outcome = OcspOutcome("good", "not asked: a CA certificate with no OCSP "
-                                      "server configured or named; trusted with its anchor")
-                self._store(cert_id, outcome, self.cache_max)
-                return outcome
-            metrics.OCSP_REQUESTS.labels("no-url").inc()
-            outcome = OcspOutcome("unknown", "no OCSP server configured for the issuer "
-                                  f"{issuer.subject.rfc4514_string()} and the certificate "
-                                  "names no http OCSP URL")
-            self._store(cert_id, outcome, self.failure_cache)
-            return outcome
         problems: list[str] = []
         for url in urls:
             try:
@@ -247,6 +212,31 @@ class OcspClient:
             self._store(cert_id, outcome, self._ttl(outcome.next_update))
             return outcome
         outcome = OcspOutcome("unknown", "; ".join(problems), urls[-1])
+        self._store(cert_id, outcome, self.failure_cache)
+        return outcome
+
+    def _without_ocsp(self, cert: x509.Certificate, issuer: x509.Certificate,
+                      cert_id: CertId) -> OcspOutcome:
+        """No OCSP server for cert: its CRL when it names one (the CRL source caches per
+        URL, so its answers are not kept here), else the rule for a certificate nobody
+        answers for: a CA's is "good" (not asked), a leaf's "unknown"."""
+        if self.crl is None:
+            no_crl = "CRL checks are off"
+        else:
+            outcome = self.crl.check(cert, issuer)
+            if outcome.source == "crl":
+                return outcome
+            no_crl = outcome.reason
+        if is_ca(cert):
+            outcome = OcspOutcome("good", "not asked: a CA certificate with no OCSP "
+                                  f"server configured or named and no CRL ({no_crl}); "
+                                  "trusted with its anchor", source="none")
+            self._store(cert_id, outcome, self.cache_max)
+            return outcome
+        metrics.OCSP_REQUESTS.labels("no-url").inc()
+        outcome = OcspOutcome("unknown", "no OCSP server configured for the issuer "
+                              f"{issuer.subject.rfc4514_string()} and the certificate "
+                              f"names no http OCSP URL; no CRL: {no_crl}", source="none")
         self._store(cert_id, outcome, self.failure_cache)
         return outcome
 
@@ -276,25 +266,14 @@ class OcspClient:
 
     def _post(self, url: str, der: bytes) -> bytes:
         # url is http:// only: configured ones are checked in __init__, AIA ones filtered.
-        req = urllib.request.Request(url, data=der, method="POST", headers={  # noqa: S310
-            "Content-Type": "application/ocsp-request",
-            "Accept": "application/ocsp-response"})
         try:
-            with self._opener.open(req, timeout=self.timeout) as resp:
-                body: bytes = resp.read(MAX_RESPONSE + 1)
-        except urllib.error.HTTPError as e:
-            raise OcspFailure("http-error", f"HTTP {e.code} {e.reason}") from None
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, TimeoutError):
-                raise OcspFailure("timeout", f"no answer within {self.timeout:g} s") from None
-            raise OcspFailure("http-error", f"cannot connect: {e.reason}") from None
-        except TimeoutError:
-            raise OcspFailure("timeout", f"no answer within {self.timeout:g} s") from None
-        except (OSError, http.client.HTTPException, ValueError) as e:
-            raise OcspFailure("http-error", f"{type(e).__name__}: {e}") from None
-        if len(body) > MAX_RESPONSE:
-            raise OcspFailure("malformed", f"answer larger than {MAX_RESPONSE} bytes")
-        return body
+            return fetch(self._opener, url, data=der, timeout=self.timeout,
+                         limit=MAX_RESPONSE, headers={
+                             "Content-Type": "application/ocsp-request",
+                             "Accept": "application/ocsp-response"})
+        except FetchFailure as f:  # an oversized answer has always counted as malformed
+            raise OcspFailure("malformed" if f.kind == "too-large" else f.kind,
+                              f.reason) from None
 
     def _ask(self, url: str, request: ocsp.OCSPRequest, nonce: bytes, cert_id: CertId,
              issuer: x509.Certificate) -> OcspOutcome:
@@ -321,13 +300,13 @@ class OcspClient:
                               "(replayed? RFC 6960 §4.4.1)")
         this_update, next_update = single.this_update_utc, single.next_update_utc
         if this_update > now + self.clock_skew:
-            raise OcspFailure("stale", f"thisUpdate {_iso(this_update)} is in the future")
+            raise OcspFailure("stale", f"thisUpdate {iso(this_update)} is in the future")
         if next_update is not None and next_update < now - self.clock_skew:
-            raise OcspFailure("stale", f"stale answer: nextUpdate {_iso(next_update)} "
+            raise OcspFailure("stale", f"stale answer: nextUpdate {iso(next_update)} "
                               "has passed")
         if next_update is None and \
                 this_update < now - self.clock_skew - dt.timedelta(seconds=self.cache_max):
-            raise OcspFailure("stale", f"stale answer: thisUpdate {_iso(this_update)} and "
+            raise OcspFailure("stale", f"stale answer: thisUpdate {iso(this_update)} and "
                               "no nextUpdate")
         status = single.certificate_status
         if status == ocsp.OCSPCertStatus.GOOD:
@@ -336,7 +315,7 @@ class OcspClient:
             when = single.revocation_time_utc
             why = single.revocation_reason.value if single.revocation_reason else \
                 "unspecified"
-            at = f" since {_iso(when)}" if when is not None else ""
+            at = f" since {iso(when)}" if when is not None else ""
             return OcspOutcome("revoked", f"{why}{at} per {url}", url, when, why, next_update)
         return OcspOutcome("unknown", f"{url}: the responder does not know the certificate",
                            url, next_update=next_update)
