@@ -2,10 +2,11 @@
 
 For a CA that did not delegate OCSP to this directory we ask its own OCSP responder
 (RFC 6960, the certificate's AIA URL) and else read its CRL (RFC 5280 §5, the CRL
-distribution point). Answers are checked (signed by the issuer or by a responder it
-delegated to, about this very certificate) and cached until their nextUpdate, at most
-max_age. Only http URLs are fetched, only after the certificate chained to our anchors,
-with a timeout and a size cap. A failure is "unknown" with the reason, never "good".
+distribution point; judged by gateway/revocation/crl.py, as the gateways judge it).
+Answers are checked (signed by the issuer or by a responder it delegated to, about this
+very certificate) and cached until their nextUpdate, at most max_age. Only http URLs are
+fetched, only after the certificate chained to our anchors, with a timeout and a size
+cap. A failure is "unknown" with the reason, never "good".
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from gateway.revocation.crl import Crl, Point, distribution_points
+from gateway.revocation.fetch import FetchFailure
+
 MAX_FETCH = 4 * 1024 * 1024  # no CRL or OCSP answer we accept is larger
+CRL_CLOCK_SKEW = dt.timedelta(minutes=5)  # thisUpdate / nextUpdate tolerance
 
 
 @dataclass(frozen=True)
@@ -46,9 +51,9 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _urls(cert: x509.Certificate) -> tuple[list[str], list[str]]:
-    """(OCSP URLs, CRL URLs) of cert, http only."""
-    ocsp_urls, crl_urls = [], []
+def _urls(cert: x509.Certificate) -> tuple[list[str], list[Point]]:
+    """(OCSP URLs, CRL distribution points) of cert, http only."""
+    ocsp_urls = []
     try:
         aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
         ocsp_urls = [d.access_location.value for d in aia
@@ -56,15 +61,8 @@ def _urls(cert: x509.Certificate) -> tuple[list[str], list[str]]:
                      and isinstance(d.access_location, x509.UniformResourceIdentifier)]
     except x509.ExtensionNotFound:
         pass
-    try:
-        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        for point in cdp:
-            crl_urls += [n.value for n in point.full_name or ()
-                         if isinstance(n, x509.UniformResourceIdentifier)]
-    except x509.ExtensionNotFound:
-        pass
-    return ([u for u in ocsp_urls if u.startswith("http://")],
-            [u for u in crl_urls if u.startswith("http://")])
+    points, _ = distribution_points(cert)
+    return [u for u in ocsp_urls if u.startswith("http://")], points
 
 
 def _signed_by(signer: x509.Certificate, signature: bytes, data: bytes,
@@ -147,16 +145,16 @@ class RevocationChecker:
 
     async def check(self, cert: x509.Certificate, issuer: x509.Certificate) -> RevocationStatus:
         """Ask the issuing CA: its OCSP responder first, then its CRL."""
-        ocsp_urls, crl_urls = _urls(cert)
+        ocsp_urls, crl_points = _urls(cert)
         problems = []
         for url in ocsp_urls:
             try:
                 return await self._ask_ocsp(url, cert, issuer)
             except FetchError as e:
                 problems.append(str(e))
-        for url in crl_urls:
+        for point in crl_points:
             try:
-                return await self._read_crl(url, cert, issuer)
+                return await self._read_crl(point, cert, issuer)
             except FetchError as e:
                 problems.append(str(e))
         if not problems:
@@ -199,30 +197,33 @@ class RevocationChecker:
         self._store(key, status, resp.next_update_utc)
         return status
 
-    async def _read_crl(self, url: str, cert: x509.Certificate,
+    async def _read_crl(self, point: Point, cert: x509.Certificate,
                         issuer: x509.Certificate) -> RevocationStatus:
-        key = ("crl", url, issuer.fingerprint(hashes.SHA256()).hex())
+        """The CRL at point, judged as the gateways' revocation path judges it
+        (gateway/revocation/crl.py: issuer and signature, currency, critical extensions,
+        delta and scope); any problem is a FetchError (status unknown), never good."""
+        url = point.url
+        now = dt.datetime.now(dt.UTC)
+        key = ("crl", url)
         crl = self._cached(key)
-        if not isinstance(crl, x509.CertificateRevocationList):
+        if not isinstance(crl, Crl) or crl.stale_problem(now, CRL_CLOCK_SKEW):
             raw = await self._fetch(url)
             try:
-                crl = (x509.load_pem_x509_crl(raw) if raw.lstrip().startswith(b"-----")
-                       else x509.load_der_x509_crl(raw))
-            except ValueError as e:
-                raise FetchError(f"{url}: not a CRL: {e}") from None
-            if crl.issuer != issuer.subject or not crl.is_signature_valid(
-                    issuer.public_key()):  # type: ignore[arg-type]
-                raise FetchError(f"{url}: CRL not signed by the issuing CA")
-            if crl.next_update_utc is not None and crl.next_update_utc < dt.datetime.now(dt.UTC):
-                raise FetchError(f"{url}: CRL is stale (nextUpdate passed)")
-            self._store(key, crl, crl.next_update_utc)
-        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
-        if entry is None:
+                crl = Crl.load(raw, now, CRL_CLOCK_SKEW)
+            except FetchFailure as e:
+                raise FetchError(f"{url}: CRL {e.reason}") from None
+            self._store(key, crl, crl.next_update)
+        kind, why = crl.issuer_problem(issuer)
+        if kind:
+            raise FetchError(f"{url}: CRL {why}")
+        scope = crl.scope_problem(cert, point)
+        if scope:
+            raise FetchError(f"{url}: {scope}")
+        listed = crl.lookup(cert.serial_number)
+        if listed.problem:
+            raise FetchError(f"{url}: {listed.problem}")
+        if not listed.revoked:
             return RevocationStatus("good", "crl", f"not on the CA's CRL ({url})")
-        try:
-            reason: str | None = entry.extensions.get_extension_for_class(
-                x509.CRLReason).value.reason.value
-        except x509.ExtensionNotFound:
-            reason = None
         return RevocationStatus("revoked", "crl", f"on the CA's CRL ({url})",
-                                _iso(entry.revocation_date_utc), reason)
+                                _iso(listed.revoked_at) if listed.revoked_at else None,
+                                listed.reason)
