@@ -100,6 +100,15 @@ class KeyRing:
             for i in self._all
         }
         self._by_ski = {i.ski: i for i in self._all}
+        # Names read from each certificate once, not per message (the crypto job asks for
+        # every message it signs); the first identity naming one wins, as a scan would.
+        self._by_address: dict[str, Identity] = {}
+        self._by_domain: dict[str, Identity] = {}
+        for ident in self._all:
+            for address in ident.addresses:
+                self._by_address.setdefault(address, ident)
+            for domain in ident.domains:
+                self._by_domain.setdefault(domain, ident)
 
     def __iter__(self) -> Iterator[Identity]:
         return iter(self._all)
@@ -116,14 +125,11 @@ class KeyRing:
     def for_address(self, address: str) -> Identity | None:
         """The user identity for address, else the domain identity of its domain."""
         address = address.lower()
-        for ident in self._all:
-            if address in ident.addresses:
-                return ident
-        return self.for_domain(address.rpartition("@")[2])
+        return self.for_user(address) or self.for_domain(address.rpartition("@")[2])
+
+    def for_user(self, address: str) -> Identity | None:
+        """The identity whose certificate names address (rfc822Name), if any."""
+        return self._by_address.get(address.lower())
 
     def for_domain(self, domain: str) -> Identity | None:
-        domain = domain.lower()
-        for ident in self._all:
-            if domain in ident.domains:
-                return ident
-        return None
+        return self._by_domain.get(domain.lower())

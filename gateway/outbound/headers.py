@@ -17,6 +17,9 @@ def strip_fields(message: bytes, names: tuple[str, ...]) -> tuple[bytes, int]:
     wanted = {n.lower().encode("ascii", "replace") for n in names}
     end = message.find(b"\r\n\r\n")
     head, rest = (message, b"") if end < 0 else (message[:end + 2], message[end + 2:])
+    lowered = head.lower()
+    if not any(name in lowered for name in wanted):
+        return message, 0  # most mail has none of them: one search, not a split per line
     kept: list[bytes] = []
     dropping = False
     removed = 0

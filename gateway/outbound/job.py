@@ -10,7 +10,7 @@ message (DESIGN.md, process model; RFC 8551 for what is written):
    (one envelope for recipients that share both).
 3. The header fields `policy.strip_headers` names are removed (headers.py). Per group:
    strip the subject keywords the decision names (literal or RFC 2047-encoded:
-   subject.py); sign (RFC 8551 §3.5) with the sender
+   subject.py); sign (RFC 8551 §3.5; signer.py) with the sender
    domain's identity ("domain"), the sender's own ("sender"), the sender's own if there
    is one and else the domain's ("sender-or-domain"), or the one a rule names (an
    address or a domain), unless sign = "never" or the input is already signed or
@@ -33,14 +33,16 @@ message (DESIGN.md, process model; RFC 8551 for what is written):
    client keeps or bounces the message). Otherwise it is accepted and each refused
    group's original is handed back marked with its reply (Output.refused): delivery
    bounces a 5yz and runs the job again for a 4yz when due (gateway/delivery/agent.py).
-   Every decision and fallback is logged with the queue ID (Job.queue_id; one line ties
-   it to the Message-ID) and counted (gateway/outbound/metrics.py).
+   Every decision and fallback is logged with the queue ID (Job.queue_id) and the
+   Message-ID, and counted (gateway/outbound/metrics.py). The hot path writes ONE info
+   line per recipient group (outcome, decision, rules and whatever else happened to that
+   copy, as notes), built only when info is enabled; warnings are for fallbacks and
+   refusals.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import logging
 from dataclasses import dataclass, field
 
@@ -64,16 +66,19 @@ from gateway.outbound.replies import (
     NO_CERTIFICATE_REJECT,
     NO_SIGNING_IDENTITY,
 )
+from gateway.outbound.signer import sender_of, signer_for
 from gateway.outbound.subject import strip_keywords
 from gateway.policy.engine import Decision, decide_all, needs_text
-from gateway.policy.extract import facts_from_message
+from gateway.policy.extract import facts_from_message, header_names
 from gateway.policy.facts import MessageFacts
 from gateway.revocation import metrics as revocation_metrics
-from gateway.smime import SMIMEError, encrypt, sign
+from gateway.smime import SMIMEError, encrypt, sign, sign_and_encrypt
 from gateway.workers.jobs import Job, Output, Result
 
 log = logging.getLogger(__name__)
 
+# The header fields the job itself reads from MessageFacts (rules name the others).
+_READ_HEADERS = ("message-id", "from")
 # Fallbacks that refuse the group's copy, and the reply each becomes.
 _REFUSING = {"defer": NO_CERTIFICATE_DEFER, "reject": NO_CERTIFICATE_REJECT}
 
@@ -101,6 +106,25 @@ class _Part:
 
 
 @dataclass(frozen=True, slots=True)
+class _Trace:
+    """What every log line about a message names: the queue ID (or, without one, the
+    Message-ID), the Message-ID and sender, and what was done to the whole message."""
+
+    mid: str
+    message_id: str
+    sender: str
+    stripped: int = 0  # header fields removed (policy.strip_headers)
+
+    def about(self) -> str:
+        """The message's identification for the group line (after the queue ID)."""
+        text = f"message-id={self.message_id}, " if self.mid != self.message_id else ""
+        text += f"from=<{self.sender}>"
+        if self.stripped:
+            text += f", {self.stripped} internal header field(s) removed"
+        return text
+
+
+@dataclass(frozen=True, slots=True)
 class _Group:
     decision: Decision
     found: Found
@@ -116,7 +140,14 @@ def process_with(state: Loaded, job: Job) -> Result:
     tally = metrics.Tally()
     result = _process(state, job, tally)
     # Revocation checks count in this worker's registry; their increments travel back too.
-    return dataclasses.replace(result, counts=tally.counts() + revocation_metrics.drain())
+    # Only the inbound path checks revocation, so an outbound-only job has nothing to
+    # drain (what is not drained now travels with the next inbound job's result).
+    extra = revocation_metrics.drain() if _has_inbound(state, job) else ()
+    return dataclasses.replace(result, counts=tally.counts() + extra)
+
+
+def _has_inbound(state: Loaded, job: Job) -> bool:
+    return any(state.local.is_local(domain_of(r)) for r in job.envelope.rcpt_tos)
 
 
 def _process(state: Loaded, job: Job, tally: metrics.Tally) -> Result:
@@ -182,7 +213,8 @@ def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
     data = canonicalize(job.data)
     try:
         facts = facts_from_message(data, want_text=needs_text(state.rules),
-                                   budget=state.context.policy.text_budget)
+                                   budget=state.context.policy.text_budget,
+                                   want_headers=header_names(state.rules, _READ_HEADERS))
     except MimeError as e:
         log.warning("%s from %s refused: cannot be scanned: %s", job.queue_id or "message",
                     env.mail_from or "<>", e)
@@ -190,16 +222,10 @@ def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
         part.refusal = e.reply
         return part
     message_id = (facts.header_values("message-id") or ("<no Message-ID>",))[0].strip()
-    # The worker's log lines carry the queue ID; this one ties it to the Message-ID.
-    mid = job.queue_id or message_id
-    if job.queue_id:
-        log.info("%s: message-id=%s from=<%s> outbound to %d recipient(s)", mid,
-                 message_id, env.mail_from, len(outbound))
     # Policy saw every field; what is sent says nothing internal (headers.py).
     data, removed = strip_fields(data, state.context.policy.strip_headers)
-    if removed:
-        log.info("%s: %d internal header field(s) removed (policy.strip_headers)", mid,
-                 removed)
+    # The worker's log lines carry the queue ID; each group's line also the Message-ID.
+    trace = _Trace(job.queue_id or message_id, message_id, env.mail_from, removed)
     decisions = decide_all(state.rules, state.defaults, sender=env.mail_from,
                            recipients=outbound, facts=facts, client_address=env.client_address)
     held: list[_Group] = []
@@ -208,13 +234,13 @@ def _outbound(state: Loaded, job: Job, outbound: tuple[str, ...],
             held.append(group)
             continue
         try:
-            part.outputs.append(_copy(state, env, data, facts, group, mid, tally))
+            part.outputs.append(_copy(state, env, data, facts, group, trace, tally))
         except Refused as r:
             r.rcpts = group.rcpts
             part.refused.append(r)
     try:
         for group in held:
-            part.quarantined.append(_quarantine(state, job, group, mid, tally))
+            part.quarantined.append(_quarantine(state, job, group, trace, tally))
     except OSError:
         _unquarantine(state, tuple(part.quarantined))  # the job fails (451): nothing half-kept
         raise
@@ -228,7 +254,7 @@ def _held(group: _Group, facts: MessageFacts) -> bool:
             and not group.found.certificates and facts.protected != "encrypted")
 
 
-def _quarantine(state: Loaded, job: Job, group: _Group, mid: str,
+def _quarantine(state: Loaded, job: Job, group: _Group, trace: _Trace,
                 tally: metrics.Tally) -> str:
     """Keep the original message for group's recipients; returns the quarantine id."""
     d, who = group.decision, ", ".join(group.rcpts)
@@ -241,7 +267,8 @@ def _quarantine(state: Loaded, job: Job, group: _Group, mid: str,
     tally.inc("fallbacks", "quarantine", group.found.status, n=len(group.rcpts))
     _count(tally, d, group.rcpts, "quarantined")
     log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback quarantine, "
-                "kept as %s", mid, who, group.found.status, d.encrypt, qid)
+                "kept as %s (%s)", trace.mid, who, group.found.status, d.encrypt, qid,
+                trace.about())
     return qid
 
 
@@ -267,41 +294,16 @@ def _groups(state: Loaded, decisions: dict[str, Decision]) -> list[_Group]:
     return list(by_key.values())
 
 
-def _sender(env: Envelope, facts: MessageFacts) -> str:
-    """Whose message it is for signing: the envelope sender, or for the null sender
-    (a bounce from a server behind us, RFC 5321 §4.5.5) the From address."""
-    if env.mail_from:
-        return env.mail_from.lower()
-    values = facts.header_values("from")
-    return email.utils.parseaddr(values[0])[1].lower() if values else ""
-
-
-def _signer(state: Loaded, sender: str, choice: str) -> tuple[Identity | None, str]:
-    """The identity to sign with and which kind it is (domain, sender or named)."""
-    if choice in ("sender", "sender-or-domain"):
-        own = next((i for i in state.keyring if sender and sender in i.addresses), None)
-        if own is not None or choice == "sender":
-            return own, "sender"
-    if choice in ("domain", "sender-or-domain"):
-        return (state.keyring.for_domain(domain_of(sender)) if sender else None), "domain"
-    return _named(state, choice), "named"
-
-
-def _named(state: Loaded, choice: str) -> Identity | None:
-    named = choice.lower()  # a rule names an identity by its address or its domain
-    if "@" in named:
-        return next((i for i in state.keyring if named in i.addresses), None)
-    return state.keyring.for_domain(named)
-
-
 def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group: _Group,
-          mid: str, tally: metrics.Tally) -> Output:
+          trace: _Trace, tally: metrics.Tally) -> Output:
     """The wire copy for one group, or Refused."""
     d, found, rcpts = group.decision, group.found, group.rcpts
     who = ", ".join(rcpts)
+    mid = trace.mid
     if facts.protected == "encrypted":
         # Already encrypted by the sender's client: passed on as it is, never wrapped.
-        log.info("%s to %s: already encrypted, passed unchanged", mid, who)
+        log.info("%s to %s: already encrypted, passed unchanged (%s)", mid, who,
+                 trace.about())
         _count(tally, d, rcpts, "already-encrypted")
         return Output(rcpts, data)
     certs: tuple[x509.Certificate, ...] = found.certificates
@@ -310,8 +312,8 @@ def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group:
         fallback = d.fallback
         tally.inc("fallbacks", fallback, found.status, n=len(rcpts))
         if fallback in _REFUSING:  # never plaintext unless the rule says so
-            log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback %s",
-                        mid, who, found.status, d.encrypt, fallback)
+            log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback %s (%s)",
+                        mid, who, found.status, d.encrypt, fallback, trace.about())
             _count(tally, d, rcpts, "rejected" if fallback == "reject" else "deferred")
             raise Refused(_REFUSING[fallback], f"no certificate for {who}: {fallback}",
                           kind=f"no-certificate-{fallback}")
@@ -320,35 +322,45 @@ def _copy(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, group:
         log.warning("%s to %s: no usable certificate (%s), encrypt=%s: fallback %s, "
                     "sent unencrypted%s", mid, who, found.status, d.encrypt, fallback,
                     " over verified TLS only" if require_tls else "")
+    # What else happened to this copy, for its one info line.
+    notes: list[str] = []
     out = data
     if d.strip_subject_keywords:
         out, all_found = strip_keywords(out, d.strip_subject_keywords)
         if not all_found:
-            log.info("%s: subject keyword(s) %s not all found (in an undecodable "
-                     "encoded-word?); left as they are", mid, ", ".join(d.strip_subject_keywords))
-    cipher = _cipher(state, group, mid, who, tally)
+            notes.append(f"subject keyword(s) {', '.join(d.strip_subject_keywords)} not all "
+                         "found (in an undecodable encoded-word?): left as they are")
+    cipher = _cipher(state, group, notes, tally)
     try:
-        signed = _sign(state, env, out, facts, d, mid, who, tally)
-        out = signed if signed is not None else out
-        if certs:
+        signer = _signer_of(state, env, facts, d, mid, who, notes, tally)
+        if signer is not None and certs:
+            # Input neither signed nor encrypted (facts.protected): one pass, no re-parse.
+            out = sign_and_encrypt(out, signer, certs, cipher=cipher,
+                                   protect_headers=d.protect_headers)
+        elif signer is not None:
+            out = sign(out, signer)
+        elif certs:
             out = encrypt(out, certs, cipher=cipher, protect_headers=d.protect_headers,
                           if_encrypted="skip")
+        if certs:
             tally.inc("encrypted", cipher)
     except SMIMEError as e:
         log.error("%s to %s: cannot sign or encrypt: %s", mid, who, e)
         raise Refused(CRYPTO_FAILED, f"S/MIME failed: {e}", kind="crypto-failed") from None
-    outcome = "encrypted" if certs else ("signed-only" if signed is not None else "plain")
+    outcome = "encrypted" if certs else ("signed-only" if signer is not None else "plain")
     if require_tls:
         outcome = "tls-only"
-    log.info("%s to %s: %s (encrypt=%s%s, sign=%s/%s, cipher=%s; rules %s)", mid, who,
-             outcome, d.encrypt, f", {found.kind} certificate" if certs else "", d.sign,
-             d.signing_certificate, cipher if certs else "-",
-             ", ".join(d.matched) or "none")
+    if log.isEnabledFor(logging.INFO):  # the trace line, built only when it is written
+        log.info("%s to %s: %s (%s; encrypt=%s%s, sign=%s/%s, cipher=%s; rules %s)%s", mid,
+                 who, outcome, trace.about(), d.encrypt,
+                 f", {found.kind} certificate" if certs else "", d.sign,
+                 d.signing_certificate, cipher if certs else "-",
+                 ", ".join(d.matched) or "none", "".join(f"; {n}" for n in notes))
     _count(tally, d, rcpts, outcome)
     return Output(rcpts, out, require_tls=require_tls)
 
 
-def _cipher(state: Loaded, group: _Group, mid: str, who: str, tally: metrics.Tally) -> str:
+def _cipher(state: Loaded, group: _Group, notes: list[str], tally: metrics.Tally) -> str:
     """The decided cipher, narrowed to CBC unless every recipient is known to take its
     GCM (gateway/outbound/cipher.py: certificates, then learnt capabilities)."""
     decided, found = group.decision.cipher, group.found
@@ -357,21 +369,22 @@ def _cipher(state: Loaded, group: _Group, mid: str, who: str, tally: metrics.Tal
     choice = choose_cipher(decided, found.certificates, found.kind, group.rcpts,
                            state.cache)
     if choice.by == "learned":
-        log.info("%s to %s: %s not listed in every recipient certificate's "
-                 "SMIMECapabilities, but announced in their latest verified signed mail: "
-                 "kept", mid, who, decided)
+        notes.append(f"{decided} not listed in every recipient certificate's "
+                     "SMIMECapabilities, but announced in their latest verified signed "
+                     "mail: kept")
         tally.inc("cipher_learned", decided)
     elif choice.cipher != decided:
-        log.info("%s to %s: %s not listed in every recipient certificate's "
-                 "SMIMECapabilities nor learnt from their signed mail: %s instead", mid,
-                 who, decided, choice.cipher)
+        notes.append(f"{decided} not listed in every recipient certificate's "
+                     f"SMIMECapabilities nor learnt from their signed mail: {choice.cipher} "
+                     "instead")
         tally.inc("cipher_narrowed", decided, choice.cipher)
     return choice.cipher
 
 
-def _sign(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, d: Decision,
-          mid: str, who: str, tally: metrics.Tally) -> bytes | None:
-    """The signed message, or None when it goes unsigned (logged and counted)."""
+def _signer_of(state: Loaded, env: Envelope, facts: MessageFacts, d: Decision, mid: str,
+               who: str, notes: list[str], tally: metrics.Tally) -> Identity | None:
+    """The identity to sign the copy with, or None when it goes unsigned (noted and
+    counted); Refused when signing is required and there is no identity."""
     if d.sign == "never":
         tally.inc("unsigned", "policy")
         return None
@@ -379,7 +392,8 @@ def _sign(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, d: Dec
         # The sender's client signed it: its signature is kept, not wrapped in ours.
         tally.inc("unsigned", "already-signed")
         return None
-    signer, kind = _signer(state, _sender(env, facts), d.signing_certificate)
+    signer, kind = signer_for(state.keyring, sender_of(env, facts),
+                              d.signing_certificate)
     if signer is None:
         if d.sign == "required":
             log.warning("%s to %s: sign=required, no identity for %r (sender %s)", mid, who,
@@ -387,15 +401,14 @@ def _sign(state: Loaded, env: Envelope, data: bytes, facts: MessageFacts, d: Dec
             raise Refused(NO_SIGNING_IDENTITY, f"no signing identity "
                           f"({d.signing_certificate}) for {env.mail_from or '<>'}",
                           kind="no-signing-identity")
-        log.info("%s to %s: sign=%s, no identity for %r: sent unsigned", mid, who, d.sign,
-                 d.signing_certificate)
+        notes.append(f"sign={d.sign}, no identity for {d.signing_certificate!r}: sent "
+                     "unsigned")
         tally.inc("unsigned", "no-identity")
         return None
     if kind != d.signing_certificate and kind == "domain":
-        log.info("%s to %s: no certificate of the sender's own: signed with the domain's",
-                 mid, who)
+        notes.append("no certificate of the sender's own: signed with the domain's")
     tally.inc("signed", kind)
-    return sign(data, signer)
+    return signer
 
 
 def _count(tally: metrics.Tally, d: Decision, rcpts: tuple[str, ...], outcome: str) -> None:

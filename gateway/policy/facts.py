@@ -20,7 +20,9 @@ class Attachment:
 class MessageFacts:
     size: int
     subject: str = ""  # RFC 2047-decoded
-    headers: tuple[tuple[str, str], ...] = ()  # (lower-cased name, decoded value), in order
+    # (lower-cased name, decoded value), in order; the worker keeps only the fields rules
+    # or it read (gateway.policy.extract.header_names)
+    headers: tuple[tuple[str, str], ...] = ()
     attachments: tuple[Attachment, ...] = ()
     protected: str = "none"  # "signed" | "encrypted" | "none": S/MIME already present
     text: str | None = None  # decoded text for content rules; None when not extracted

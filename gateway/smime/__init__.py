@@ -5,6 +5,7 @@ from gateway.smime.detect import Detection, detect
 from gateway.smime.encrypt import encrypt
 from gateway.smime.errors import SMIMEError
 from gateway.smime.sign import sign
+from gateway.smime.sign_encrypt import sign_and_encrypt
 from gateway.smime.verify import (
     RevocationCheck,
     RevocationStatus,
@@ -24,5 +25,6 @@ __all__ = [
     "detect",
     "encrypt",
     "sign",
+    "sign_and_encrypt",
     "verify",
 ]

@@ -16,10 +16,19 @@ OID = 0x06
 NULL = b"\x05\x00"
 
 
+# Short lengths looked up, not built: an envelope and a signature take ~20 lengths each.
+_SHORT = tuple(bytes((n,)) for n in range(0x80))
+_ONE = tuple(bytes((0x81, n)) for n in range(0x100))
+
+
 def length(n: int) -> bytes:
     """X.690 §10.1: definite form, minimum number of octets."""
     if n < 0x80:
-        return bytes((n,))
+        return _SHORT[n]
+    if n < 0x100:
+        return _ONE[n]
+    if n < 0x10000:
+        return b"\x82" + n.to_bytes(2, "big")
     body = n.to_bytes((n.bit_length() + 7) // 8, "big")
     return bytes((0x80 | len(body),)) + body
 

@@ -20,7 +20,7 @@ from cryptography import x509
 from gateway.smime.cms_enveloped import CIPHERS, build_envelope
 from gateway.smime.detect import ENCRYPTED_LAYERS, top_layer
 from gateway.smime.errors import SMIMEError
-from gateway.smime.message import Header, base64_lines, build_message, parse_message
+from gateway.smime.message import Header, base64_lines, parse_message
 
 IF_ENCRYPTED = ("skip", "refuse")
 
@@ -34,7 +34,8 @@ _TYPE_GCM = Header("Content-Type", b"Content-Type: application/pkcs7-mime; "
 # RFC 8551 §3.1 header protection: the whole message as the protected entity.
 # "forwarded=no" marks it as a wrapper, not a forwarded message (the convention of the
 # IETF LAMPS header-protection work for RFC 8551 wrapping).
-_WRAPPER = b"Content-Type: message/rfc822; forwarded=no\r\n\r\n"
+WRAPPER = b"Content-Type: message/rfc822; forwarded=no\r\n\r\n"
+_MIME_VERSION = b"MIME-Version: 1.0\r\n"
 
 
 def encrypt(message: bytes, recipients: Sequence[x509.Certificate], *,
@@ -57,8 +58,18 @@ def encrypt(message: bytes, recipients: Sequence[x509.Certificate], *,
         if if_encrypted == "skip":
             return message
         raise SMIMEError(f"the message is already {layer}", "already-protected")
-    inner = _WRAPPER + message if protect_headers else msg.entity()
+    inner = WRAPPER + message if protect_headers else msg.entity()
+    return encrypt_entity([h.raw for h in msg.routing_headers()], inner, recipients,
+                          cipher=cipher, oaep=oaep)
+
+
+def encrypt_entity(outer: Sequence[bytes], inner: bytes,
+                   recipients: Sequence[x509.Certificate], *, cipher: str = "aes128-gcm",
+                   oaep: bool = False) -> bytes:
+    """The encrypted message from its parts, nothing parsed: outer, the routing header
+    fields (raw, CRLF; no Content-* nor MIME-Version) and inner, what is encrypted (the
+    MIME entity, or WRAPPER + the whole message for header protection)."""
     envelope = build_envelope(inner, recipients, cipher=cipher, oaep=oaep)
     content_type = _TYPE_GCM if CIPHERS[cipher][2] else _TYPE_CBC
-    return build_message(msg.routing_headers(), [content_type, _DISPOSITION, _CTE],
-                         base64_lines(envelope))
+    return b"".join((*outer, _MIME_VERSION, content_type.raw, _DISPOSITION.raw, _CTE.raw,
+                     b"\r\n", base64_lines(envelope)))

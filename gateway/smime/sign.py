@@ -15,10 +15,10 @@ import os
 
 from gateway.keys import Identity
 from gateway.mime.canon import canonicalize
-from gateway.smime.cms_signed import build_signed_data, prepare
+from gateway.smime.cms_signed import PreparedSigner, build_signed_data, prepare
 from gateway.smime.detect import SIGNED_LAYERS, top_layer
 from gateway.smime.errors import SMIMEError
-from gateway.smime.message import Header, base64_lines, parse_message
+from gateway.smime.message import Header, Message, base64_lines, parse_message
 
 IF_SIGNED = ("sign", "skip", "refuse")
 
@@ -33,7 +33,7 @@ _SIGNATURE_PART_HEADERS = (
     b"Content-Transfer-Encoding: base64\r\n"
     b'Content-Disposition: attachment; filename="smime.p7s"\r\n'
     b"Content-Description: S/MIME Cryptographic Signature\r\n\r\n")
-_MIME_VERSION = b"MIME-Version: 1.0\r\n"
+MIME_VERSION = b"MIME-Version: 1.0\r\n"
 _PREAMBLE = b"This is an S/MIME signed message\r\n\r\n"
 
 
@@ -51,6 +51,20 @@ def sign(message: bytes, signer: Identity, *, digest: str = "sha256", pss: bool 
         if if_signed == "skip":
             return data
         raise SMIMEError("the message is already signed", "already-protected")
+    outer, entity = _signed(msg, prepared, opaque)
+    return b"".join((*outer, MIME_VERSION, *entity))
+
+
+def signed_parts(message: bytes, signer: Identity, *, digest: str = "sha256",
+                 pss: bool = False, opaque: bool = False) -> tuple[list[bytes], list[bytes]]:
+    """sign() in pieces, for a caller that goes on to encrypt (gateway.smime.sign_encrypt):
+    (the routing header fields, the signed MIME entity), so that the signed message is
+    sign()'s output, b"".join((*outer, MIME_VERSION, *entity)), and is never parsed back."""
+    return _signed(parse_message(canonicalize(message)), prepare(signer, digest, pss), opaque)
+
+
+def _signed(msg: Message, prepared: PreparedSigner, opaque: bool
+            ) -> tuple[list[bytes], list[bytes]]:
     # The entity as two pieces (content header block, body): hashed in turn and joined
     # into the output once, so a large body is copied as few times as possible.
     # RFC 8551 §3.1: Content-* headers go inside with the body, the rest stays outside;
@@ -67,17 +81,15 @@ def sign(message: bytes, signer: Identity, *, digest: str = "sha256", pss: bool 
     entity = (b"".join(inner), msg.body)
     if opaque:
         cms = build_signed_data(prepared, entity, detached=False)
-        return b"".join((*outer, _MIME_VERSION, *(h.raw for h in _OPAQUE_HEADERS), b"\r\n",
-                         base64_lines(cms)))
+        return outer, [*(h.raw for h in _OPAQUE_HEADERS), b"\r\n", base64_lines(cms)]
     cms = build_signed_data(prepared, entity, detached=True)
     boundary = _boundary(entity)
     delimiter = b"--" + boundary
     content_type = (b'Content-Type: multipart/signed; protocol="application/pkcs7-signature";'
                     b" micalg=" + prepared.micalg.encode() + b';\r\n\tboundary="' + boundary
                     + b'"\r\n\r\n')
-    return b"".join((*outer, _MIME_VERSION, content_type, _PREAMBLE, delimiter, b"\r\n",
-                     *entity, b"\r\n", delimiter, b"\r\n", _SIGNATURE_PART_HEADERS,
-                     base64_lines(cms), delimiter, b"--\r\n"))
+    return outer, [content_type, _PREAMBLE, delimiter, b"\r\n", *entity, b"\r\n", delimiter,
+                   b"\r\n", _SIGNATURE_PART_HEADERS, base64_lines(cms), delimiter, b"--\r\n"]
 
 
 _BOUNDARY_PREFIX = b"----smimegate-" + os.urandom(8).hex().encode() + b"-"

@@ -28,6 +28,18 @@ from gateway.workers.jobs import Job, Result
 log = logging.getLogger(__name__)
 
 
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _date(at: float) -> str:
+    """RFC 5322 date-time of at, local time: formatted once per second, not per message."""
+    global _date_cache
+    second = int(at)
+    if _date_cache[0] != second:
+        _date_cache = (second, email.utils.formatdate(second, localtime=True))
+    return _date_cache[1]
+
+
 class Processor(Protocol):
     """What the front end needs of the processing stage (gateway.workers.WorkerPool)."""
 
@@ -59,7 +71,7 @@ class Acceptor:
         """The Received header this hop adds (RFC 5321 §4.4, RFC 5322 §3.6.7)."""
         helo = envelope.helo or "unknown"
         via = "ESMTPS" if tls else "ESMTP"
-        date = email.utils.formatdate(envelope.received_at or None, localtime=True)
+        date = _date(envelope.received_at or time.time())
         # One recipient is named, as most MTAs do; more would leak the envelope.
         rcpt = f"\r\n\tfor <{envelope.rcpt_tos[0]}>" if len(envelope.rcpt_tos) == 1 else ""
         return (f"Received: from {helo} ([{envelope.client_address}])\r\n"

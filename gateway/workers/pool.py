@@ -267,12 +267,23 @@ class WorkerPool:
         results, stats = pickle.loads(reply)  # noqa: S301 - our own worker
         metrics.WORKER_BUSY_SECONDS.inc(stats.busy_seconds)
         metrics.WORKER_CPU_SECONDS.inc(stats.cpu_seconds)
+        # Metrics once per batch, not per job: the jobs of a batch mostly count the same
+        # things, and each labels() lookup and hook pass costs the event loop.
+        refused = sum(1 for _, result in results if result.refusal)
+        if refused:
+            metrics.WORKER_JOBS.labels("refused").inc(refused)
+        if len(results) > refused:
+            metrics.WORKER_JOBS.labels("ok").inc(len(results) - refused)
+        if self.on_counts is not None:
+            merged: dict[tuple[str, tuple[str, ...]], float] = {}
+            for _, result in results:
+                for name, labels, n in result.counts:
+                    merged[name, labels] = merged.get((name, labels), 0.0) + n
+            if merged:
+                self.on_counts(tuple((name, labels, n) for (name, labels), n in merged.items()))
         by_seq = {p.seq: p for p in batch}
         for seq, result in results:
             item = by_seq.pop(seq)
-            metrics.WORKER_JOBS.labels("refused" if result.refusal else "ok").inc()
-            if result.counts and self.on_counts is not None:
-                self.on_counts(result.counts)
             if not item.future.done():
                 item.future.set_result(result)
         batch.clear()  # all answered: nothing to requeue if we are cancelled now
