@@ -254,3 +254,11 @@ def test_a_failing_change_fails_only_its_caller(tmp_path: Path) -> None:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["ok0", "ok1", "ok2", "tmp"]
         assert os.listdir(tmp_path / "tmp") == []  # the failed one's temp file is gone
     run(body)
+
+
+def test_queue_ids_are_unique_and_well_formed_even_within_one_microsecond() -> None:
+    from gateway.spool.format import is_queue_id, new_queue_id
+
+    ids = [new_queue_id() for _ in range(100_000)]  # many fall in the same microsecond
+    assert len(set(ids)) == len(ids)
+    assert all(is_queue_id(i) for i in ids)
