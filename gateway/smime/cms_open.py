@@ -6,6 +6,10 @@ one guard that turns any parser exception into SMIMEError("...", "malformed"), s
 code after it never meets a half-parsed object. Content decryption: AES-128/192/256-CBC
 (RFC 3565), AES-GCM (RFC 5084, AuthEnvelopedData only, ICV 12..16 octets, authAttrs as
 GCM additional data per RFC 5083 §2.2), and 3DES-CBC (RFC 3370 §5.1) for old senders.
+
+parse_envelope here is the specification. The decrypt path calls
+gateway.smime.cms_open_fast.parse_envelope, which reads the common DER shape without
+building asn1crypto objects and hands everything else to this one.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ from __future__ import annotations
 from asn1crypto import x509 as asn1_x509
 
 from gateway.keys.identity import Identity, KeyRing
-from gateway.smime.cms_open import Envelope, KeyAgree, KeyTrans, decrypt_content, parse_envelope
+from gateway.smime.cms_open import Envelope, KeyAgree, KeyTrans, decrypt_content
+from gateway.smime.cms_open_fast import parse_envelope
 from gateway.smime.detect import (
     ENCRYPTED_LAYERS,
     SMIME_TYPES,
@@ -41,12 +42,16 @@ def _find_identity(ri: KeyTrans | KeyAgree, keys: KeyRing) -> Identity | None:
     if found is not None:
         return found
     # The sender may have re-encoded the issuer Name (e.g. another string type): compare
-    # the RFC 5280 §7.1 normalised forms asn1crypto implements.
+    # the RFC 5280 §7.1 normalised forms asn1crypto implements. Only for our certificates
+    # with that serial: a recipient that is someone else's (most of them, in mail to many
+    # organisations) costs an integer comparison per identity, no Name parsing.
+    same_serial = [i for i in keys if i.certificate.serial_number == ri.serial]
+    if not same_serial:
+        return None
     try:
         wanted = asn1_x509.Name.load(ri.issuer)
-        for ident in keys:
-            if ident.certificate.serial_number == ri.serial and \
-                    asn1_x509.Name.load(ident.certificate.issuer.public_bytes()) == wanted:
+        for ident in same_serial:
+            if asn1_x509.Name.load(ident.certificate.issuer.public_bytes()) == wanted:
                 return ident
     except Exception:  # an unreadable issuer simply matches nothing
         return None

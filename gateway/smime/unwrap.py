@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 from asn1crypto import algos
@@ -93,6 +94,12 @@ def unwrap_key_trans(ri: KeyTrans, key: PrivateKey, key_length: int) -> bytes:
                      "unsupported")
 
 
+@functools.lru_cache(maxsize=8)  # keyed by wrap OID and size: a handful in all
+def _shared_info(wrap: str, kek_length: int) -> bytes:
+    """ECC-CMS-SharedInfo without ukm (what OpenSSL and we send), built once per size."""
+    return shared_info(wrap, kek_length)
+
+
 def unwrap_key_agree(ri: KeyAgree, key: PrivateKey, key_length: int) -> bytes:
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise SMIMEError("key agreement with a non-EC key", "bad-key")
@@ -113,7 +120,9 @@ def unwrap_key_agree(ri: KeyAgree, key: PrivateKey, key_length: int) -> bytes:
                          "malformed") from None
     kek_length = _WRAP_SIZES[ri.wrap]
     z = key.exchange(ec.ECDH(), peer)
-    kek = X963KDF(kdf_hash(), kek_length, shared_info(ri.wrap, kek_length, ri.ukm)).derive(z)
+    info = _shared_info(ri.wrap, kek_length) if ri.ukm is None else \
+        shared_info(ri.wrap, kek_length, ri.ukm)
+    kek = X963KDF(kdf_hash(), kek_length, info).derive(z)
     try:
         cek = aes_key_unwrap(kek, ri.encrypted_key)
     except (InvalidUnwrap, ValueError):
