@@ -126,6 +126,20 @@ class Smimegate:
     def cpu_s(self) -> float:
         return tree_cpu_s(self.proc.pid) if self.proc is not None else 0.0
 
+    def write_syscalls(self) -> int:
+        """write(2)/writev(2)/pwrite(2) calls of the gateway's main process (its event
+        loop and threads; not the workers) so far: /proc/PID/io's syscw."""
+        if self.proc is None:
+            return 0
+        try:
+            with open(f"/proc/{self.proc.pid}/io", encoding="ascii") as f:
+                for line in f:
+                    if line.startswith("syscw:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
     def stop(self, timeout: float = 30.0) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:

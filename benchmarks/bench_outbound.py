@@ -121,6 +121,8 @@ def summarise(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         row[key] = statistics.median(r.get(key, 0.0) for r in rounds)
     row["relay_cpu_ms"] = statistics.median(
         1000 * r["cpu_s"]["relay"] / max(1, r["accepted"]) for r in rounds)
+    row["relay_writes_per_msg"] = statistics.median(
+        r.get("relay_writes_per_msg", 0.0) for r in rounds)
     row["rounds"] = rounds
     return row
 
@@ -197,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"{name:<36} {row['accepted_per_s']:>6.0f} msgs/s accepted, "
                           f"{row.get('delivered_per_s', 0):>6.0f} delivered/s, relay CPU "
                           f"{1000 * relay_cpu / max(1, row['accepted']):.2f} ms/msg, "
+                          f"{row['relay_writes_per_msg']:.2f} writes/msg, "
                           f"errors {row['errors'] or 'none'}"
                           + (f"  (round {r + 1})" if args.rounds > 1 else ""), flush=True)
         finally:
@@ -214,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in rows:
             print(f"{row['target']:<36} {row['accepted_per_s']:>6.0f} msgs/s accepted, "
                   f"{row['delivered_per_s']:>6.0f} delivered/s, relay CPU "
-                  f"{row['relay_cpu_ms']:.2f} ms/msg")
+                  f"{row['relay_cpu_ms']:.2f} ms/msg, {row['relay_writes_per_msg']:.2f} writes/msg")
     ratios: dict[str, float] = {}
     for key, stem in (("sign+encrypt RSA-2048", "domain-rsa"),
                       ("sign+encrypt P-256", "domain-ec")):
@@ -235,7 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     new["delivered_per_s"] / old["delivered_per_s"], 3)
                 print(f"{name}: this tree / baseline = {ratios[f'{name} / baseline']}× "
                       f"delivered/s, relay CPU {new['relay_cpu_ms']:.2f} vs "
-                      f"{old['relay_cpu_ms']:.2f} ms/msg")
+                      f"{old['relay_cpu_ms']:.2f} ms/msg, writes "
+                      f"{new['relay_writes_per_msg']:.2f} vs {old['relay_writes_per_msg']:.2f}"
+                      " per msg")
     report = {"benchmark": "bench_outbound", "machine": machine_facts(), "notes": notes,
               "size": SIZE, "sessions": args.sessions, "messages": args.messages,
               "rounds": args.rounds,

@@ -86,14 +86,29 @@ class TransactionResult:
     completed: bool  # the transaction ended normally; no RSET needed before the next
 
 
+def dot_stuff_parts(data: bytes) -> list[bytes | memoryview]:
+    """RFC 5321 §4.5.2 dot-stuffing, with the terminating CRLF.CRLF, as pieces to write
+    in one go (writelines: one writev): views of `data` with the stuffed dots between
+    them, so the body is not copied (a stuffed copy of 10 KB per message costs more on
+    the event loop than the write itself)."""
+    view = memoryview(data)
+    parts: list[bytes | memoryview] = [b"."] if data.startswith(b".") else []
+    start = 0
+    at = data.find(b"\r\n.")
+    while at >= 0:
+        parts.append(view[start:at + 2])
+        parts.append(b".")
+        start = at + 2
+        at = data.find(b"\r\n.", start)
+    if start < len(data):
+        parts.append(view[start:])
+    parts.append(b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
+    return parts
+
+
 def dot_stuff(data: bytes) -> bytes:
-    """RFC 5321 §4.5.2, with the terminating CRLF.CRLF appended."""
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    return stuffed + b".\r\n"
+    """RFC 5321 §4.5.2, with the terminating CRLF.CRLF appended, as one string."""
+    return b"".join(dot_stuff_parts(data))
 
 
 class SmtpConnection:
@@ -247,13 +262,13 @@ class SmtpConnection:
             # RFC 2920 §3.1: DATA was accepted though no recipient was: end it empty.
             await self._finish_data(b".\r\n")
             return TransactionResult(tuple(rcpt_replies), completed=True)
-        final = await self._finish_data(dot_stuff(data))
+        final = await self._finish_data(*dot_stuff_parts(data))
         return TransactionResult(tuple(
             final if ok else r for ok, r in zip(accepted, rcpt_replies, strict=True)),
             completed=True)
 
-    async def _finish_data(self, payload: bytes) -> Reply:
-        self._writer.write(payload)
+    async def _finish_data(self, *payload: bytes | memoryview) -> Reply:
+        self._writer.writelines(payload)
         return await self._read_reply(self._data_timeout)
 
     async def rset(self) -> None:

@@ -12,7 +12,13 @@ commands. This subclass changes only what the gateway needs to be different:
 - a command line ending in a bare LF is refused, like a bare LF in DATA (RFC 5321
   §2.3.8: lines end in CRLF; Postfix's smtpd_forbid_bare_newline does the same);
 - an unexpected error is 451 4.3.0 and a log line, never exception text to the client;
-- AUTH is not offered: relay rights come from the client's network only.
+- AUTH is not offered: relay rights come from the client's network only;
+- replies to a pipelined group go out together (RFC 2920 §3.2): a reply to RSET, MAIL
+  or RCPT waits while the client's next command line is already buffered, and every
+  waiting reply goes out with the first reply that may not wait (EHLO, DATA's 354, the
+  end of data, QUIT, anything unknown) or as soon as no complete command line is left.
+  One write per group instead of one per reply, and one for EHLO's lines instead of
+  one per line; the client sees the same bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from aiosmtpd.smtp import SMTP
@@ -62,9 +69,21 @@ class BareLineFeed(Exception):
 
 
 class _CommandReader(asyncio.StreamReader):
-    """The session's StreamReader, with command lines held to CRLF endings."""
+    """The session's StreamReader, with command lines held to CRLF endings.
+
+    `before_wait` (the session's flush of waiting replies) runs before any read that may
+    have to wait for the client: RFC 2920 §3.2 (6), pending replies go out whenever the
+    input buffer is empty, so a reply is never held while we wait for more input."""
+
+    before_wait: Callable[[], None] | None = None
+
+    def has_line(self) -> bool:
+        """Whether a complete command line is already buffered."""
+        return b"\n" in self._buffer  # type: ignore[attr-defined]
 
     async def readuntil(self, separator: Any = b"\n") -> bytes:
+        if self.before_wait is not None and separator not in self._buffer:  # type: ignore[attr-defined]
+            self.before_wait()
         line = await super().readuntil(separator)
         if separator == b"\n" and not line.endswith(b"\r\n"):
             raise BareLineFeed
@@ -80,6 +99,8 @@ class Session(SMTP):
         self._admitted = False
         self._client = ""
         self._in_ehlo = False
+        self._grouped = False  # running RSET, MAIL or RCPT: its reply may wait
+        self._held: list[bytes] = []  # replies not yet written, in order
         super().__init__(front.handler, **kwargs)
 
     @property
@@ -89,8 +110,10 @@ class Session(SMTP):
     def _cb_client_connected(self, reader: asyncio.StreamReader,
                              writer: asyncio.StreamWriter) -> None:
         # aiosmtpd builds a plain StreamReader and reads commands with readuntil(b"\n");
-        # the subclass adds only the CRLF check (it has no state of its own).
+        # the subclass adds the CRLF check and the flush of held replies before a read
+        # that may wait (its only state, set here).
         reader.__class__ = _CommandReader
+        cast(_CommandReader, reader).before_wait = self._flush
         super()._cb_client_connected(reader, writer)
 
     async def handle_exception(self, error: Exception) -> str:
@@ -139,15 +162,52 @@ class Session(SMTP):
         transport = cast(asyncio.WriteTransport | None, self.transport)
         if transport is not None and not transport.is_closing():
             metrics.REFUSED.labels(reason(TIMEOUT)).inc()
+            self._flush()
             transport.write(f"{TIMEOUT}\r\n".encode())
         super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     # -- replies -------------------------------------------------------------------------
 
     async def push(self, status: Any) -> None:
-        if isinstance(status, str) and not self._in_ehlo and not status.startswith("220 "):
-            status = with_status(status)
-        await super().push(status)
+        if isinstance(status, str):
+            if not self._in_ehlo and not status.startswith("220 "):
+                status = with_status(status)
+            status = status.encode("utf-8" if self.enable_SMTPUTF8 else "ascii")
+        self._held.append(status + b"\r\n")
+        if self._in_ehlo and status[3:4] == b"-":
+            return  # aiosmtpd pushes EHLO's reply line by line: send it whole
+        if self._grouped and cast(_CommandReader, self._reader).has_line():
+            return  # the client sent more of its group: answer it together
+        self._flush()
+        await self._writer.drain()
+
+    def _flush(self) -> None:
+        """Write every waiting reply, in order, in one write."""
+        if self._held:
+            held, self._held = self._held, []
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                cast(asyncio.WriteTransport, transport).write(
+                    held[0] if len(held) == 1 else b"".join(held))
+
+    # RFC 2920 §3.2 (3): the server may keep replies to RSET, MAIL and RCPT in a buffer
+    # to send them as a unit; (4), (5): never those to EHLO, DATA, VRFY, EXPN, TURN, QUIT,
+    # NOOP or an unrecognised command, so only these three commands mark their reply.
+    async def _grouping(self, command: Any, arg: str | None) -> None:
+        self._grouped = True
+        try:
+            await command(arg)
+        finally:
+            self._grouped = False
+
+    async def smtp_RSET(self, arg: str | None) -> None:
+        await self._grouping(super().smtp_RSET, arg)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await self._grouping(super().smtp_MAIL, arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await self._grouping(super().smtp_RCPT, arg)
 
     async def smtp_EHLO(self, hostname: str) -> None:
         self._in_ehlo = True
