@@ -115,9 +115,16 @@ class DeliverySection:
                          "verify, trusting the AD bit of delivery.dns_servers (or the "
                          "system's resolvers): they MUST be a DNSSEC-validating resolver "
                          "reached over a trusted path, e.g. a local unbound")
+    mta_sts: bool = setting(False, "bool",
+                            "honour MTA-STS policies (RFC 8461) of domains routed by MX: "
+                            "under enforce only listed MX hosts, over TLS verified like "
+                            "tls = verify; policies fetched over HTTPS and cached")
+    mta_sts_port: int = setting(443, "int", "HTTPS port of mta-sts.<domain> policy hosts "
+                                "(RFC 8461 says 443; other values are for tests)",
+                                minimum=1, maximum=65535)
     tls_ca_file: Path | None = setting(None, "path",
-                                       "CA certificates (PEM) for tls = verify; "
-                                       "empty means the system's")
+                                       "CA certificates (PEM) for tls = verify and "
+                                       "MTA-STS; empty means the system's")
     smtp_port: int = setting(25, "int", "port of next hops found by MX or A/AAAA",
                              minimum=1, maximum=65535)
     dns_servers: tuple[HostPort, ...] = setting(

@@ -5,7 +5,9 @@ RFC 5321 §5.1, RFC 7505), the outbound SMTP client (gateway.delivery.client: ES
 PIPELINING, 8BITMIME, SIZE, STARTTLS with the TLS policy none / opportunistic (falls
 back to cleartext if the handshake fails, RFC 7435) / required / verify / dane), DANE
 for MX hosts with DNSSEC-secure TLSA records (gateway.delivery.dane: RFC 7672, RFC 6698,
-RFC 7671; with `delivery.dane` it trusts the resolver's AD bit), scheduling
+RFC 7671; with `delivery.dane` it trusts the resolver's AD bit), MTA-STS for MX-routed
+domains (gateway.delivery.mtasts: RFC 8461, policies fetched over HTTPS and cached;
+enforce keeps listed MX hosts only, over verified TLS; with `delivery.mta_sts`), scheduling
 with connection reuse, per-destination concurrency and exponential backoff
 (gateway.delivery.agent), what a reply means for a recipient (gateway.delivery.outcome),
 and DSNs (gateway.delivery.dsn, RFC 3464).

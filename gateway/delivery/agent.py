@@ -37,7 +37,7 @@ from typing import Any
 import dns.asyncresolver
 
 from gateway.config.schema import DeliverySection
-from gateway.delivery import metrics, outcome, refused
+from gateway.delivery import metrics, mtasts, outcome, refused
 from gateway.delivery.client import SmtpConnection, SmtpError, TlsContexts
 from gateway.delivery.dane import Expected
 from gateway.delivery.dsn import build_dsn
@@ -233,7 +233,7 @@ class DeliveryAgent:
             try:
                 # RFC 7672: the host's TLSA records may make TLS mandatory or DANE-only.
                 tls, expected = await self._router.host_tls(d.dest, host)
-                conn = await self._connect(host, tls, expected)
+                conn = await self._connect_sts(host, tls, expected)
                 break
             except RouteError as e:  # its TLSA records could not be had: skip the host
                 error = e.reply
@@ -285,6 +285,31 @@ class DeliveryAgent:
         metrics.TLS.labels(
             "clear" if not conn.tls else "dane-verified" if tls == "dane"
             else "pkix-verified" if tls == "verify" else "unauthenticated").inc()
+        return conn
+
+    async def _connect_sts(self, host: Host, tls: str,
+                           expected: Expected | None) -> SmtpConnection:
+        """_connect, under the MTA-STS mode the host was chosen with (RFC 8461 §5):
+        enforce counts sessions verified and refused; testing tries "verify" first and
+        logs and counts what enforce would have refused before connecting as before."""
+        if host.sts == mtasts.TESTING and tls not in ("verify", "dane", "none"):
+            try:
+                return await self._connect(host, "verify")
+            except SmtpError as e:
+                if e.reply.status != "4.7.5":
+                    raise
+                metrics.MTA_STS.labels("testing-refused").inc()
+                log.warning("delivery: MTA-STS (testing): enforce would refuse %s: %s",
+                            host.name, e)
+        try:
+            conn = await self._connect(host, tls, expected)
+        except SmtpError as e:
+            if host.sts == mtasts.ENFORCE and e.reply.status == "4.7.5":
+                metrics.MTA_STS.labels("refused").inc()
+                log.warning("delivery: MTA-STS: %s (RFC 8461 enforce: not sent)", e)
+            raise
+        if host.sts == mtasts.ENFORCE:
+            metrics.MTA_STS.labels("enforced").inc()
         return conn
 
     async def _next_job(self, d: _Destination) -> Job | None:

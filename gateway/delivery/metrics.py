@@ -25,3 +25,8 @@ TLSA = Counter(
     "smimegate_delivery_tlsa_total",
     "TLSA lookups of DNSSEC-secure MX hosts (RFC 7672) by state (usable, unusable, absent, "
     "insecure, failed)", ["state"])
+MTA_STS = Counter(
+    "smimegate_delivery_mta_sts_total",
+    "MTA-STS (RFC 8461) policy look-ups by result (fetched, cached, none, failed) and "
+    "sessions under an enforce policy (enforced, refused) or a testing policy that "
+    "enforce would have refused (testing-refused)", ["result"])

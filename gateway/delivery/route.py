@@ -15,14 +15,21 @@ With `delivery.dane` on, queries carry the DO bit (RFC 3225) and a host found by
 the NODATA MX answer) and on every answer that gave its addresses (RFC 7672 §2.2.1-2):
 only a secure host's TLSA records are looked up (gateway.delivery.dane). Explicit next
 hops and address literals are never secure: their names come from configuration.
+
+With `delivery.mta_sts` on, an MX-routed domain's MTA-STS policy (RFC 8461,
+gateway.delivery.mtasts) filters its hosts: under "enforce" only those matching the
+policy are kept (none left: 451 4.7.5) and each is sent to with TLS policy "verify"
+unless DANE authenticates it (DANE first, RFC 8461 §2); under "testing" every host is
+kept and marked, and the agent tries "verify" first, logging what would have failed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dns.asyncresolver
 import dns.exception
@@ -34,8 +41,10 @@ import dns.resolver
 from gateway.config.errors import ConfigError
 from gateway.config.schema import DeliverySection
 from gateway.config.types import HostPort
-from gateway.delivery import dane, metrics
+from gateway.delivery import dane, metrics, mtasts
 from gateway.envelope import Reply, domain_of
+
+log = logging.getLogger("smimegate.delivery")
 
 TLS_POLICIES = ("none", "opportunistic", "required", "verify", "dane")
 
@@ -62,6 +71,7 @@ class Host:
     address: str
     port: int
     secure: bool = False  # DNSSEC-secure MX and address records: TLSA may be looked up
+    sts: str = ""  # the MTA-STS mode it was chosen under: "enforce", "testing" or ""
 
 
 class Router:
@@ -89,6 +99,8 @@ class Router:
         if self._dane:
             # RFC 3225: the DO bit asks a validating resolver for the AD bit.
             self._resolver.use_edns(0, dns.flags.DO, 1232)
+        self._sts = mtasts.MtaSts(self._resolver, ca_file=config.tls_ca_file,
+                                  port=config.mta_sts_port) if config.mta_sts else None
 
     def destination(self, rcpt: str, *, require_tls: bool = False) -> Destination:
         """Where rcpt's copy goes. require_tls (a copy the crypto job sent unencrypted
@@ -104,7 +116,14 @@ class Router:
         return Destination(f"mx:{domain}|{tls}", domain, None, tls)
 
     async def hosts(self, dest: Destination) -> list[Host]:
-        """Addresses to try in order. Raises RouteError."""
+        """Addresses to try in order, after the domain's MTA-STS policy if any.
+        Raises RouteError."""
+        hosts = await self._hosts(dest)
+        if self._sts is None or dest.hop is not None or dest.domain.startswith("["):
+            return hosts
+        return _apply_sts(dest.domain, await self._sts.policy(dest.domain), hosts)
+
+    async def _hosts(self, dest: Destination) -> list[Host]:
         if dest.hop is not None:
             if _is_address(dest.hop.host):
                 return [Host(dest.hop.host, dest.hop.host, dest.hop.port)]
@@ -159,7 +178,12 @@ class Router:
         Raises RouteError when a secure host's TLSA records cannot be had: the host must
         not be used at all (RFC 7672 §2.1.1)."""
         fallback = "opportunistic" if dest.tls == "dane" else dest.tls
-        if not (self._dane and host.secure and dest.tls in ("dane", "verify")):
+        if host.sts == mtasts.ENFORCE and fallback != "verify":
+            # RFC 8461 §4.2: a PKIX-valid certificate for the MX host, unless DANE
+            # (looked up below when the host is secure) authenticates it instead.
+            fallback = "verify"
+        if not (self._dane and host.secure and (dest.tls in ("dane", "verify")
+                                               or host.sts == mtasts.ENFORCE)):
             return fallback, None
         try:
             tlsa = await dane.lookup(self._resolver, host.name, host.port)
@@ -171,7 +195,7 @@ class Router:
             # RFC 7672 §3.2.2: the TLSA base domain and the next-hop domain are the
             # names a DANE-TA leaf may carry.
             return "dane", dane.Expected(tlsa.records, (host.name, dest.domain))
-        if tlsa.state == dane.UNUSABLE and dest.tls == "dane":
+        if tlsa.state == dane.UNUSABLE and fallback == "opportunistic" and dest.tls == "dane":
             return "required", None
         return fallback, None
 
@@ -199,6 +223,29 @@ class Router:
             code, status = (550, "5.1.2") if missing and name == domain else (451, "4.4.3")
             raise RouteError(Reply(code, status, f"{name} has no address"))
         return out, secure
+
+
+def _apply_sts(domain: str, policy: mtasts.Policy | None, hosts: list[Host]) -> list[Host]:
+    """RFC 8461 §4.1, §5: the hosts a policy lets us use, each marked with its mode."""
+    if policy is None or policy.mode == mtasts.NONE:
+        return hosts
+    out: list[Host] = []
+    for host in hosts:
+        if policy.allows(host.name):
+            out.append(replace(host, sts=policy.mode))
+        elif policy.mode == mtasts.TESTING:
+            metrics.MTA_STS.labels("testing-refused").inc()
+            log.warning("delivery: MTA-STS (testing) of %s does not list MX host %s; "
+                        "enforce would not use it", domain, host.name)
+            out.append(host)
+        else:
+            metrics.MTA_STS.labels("refused").inc()
+            log.info("delivery: MTA-STS of %s does not list MX host %s; skipped",
+                     domain, host.name)
+    if not out:
+        raise RouteError(Reply(451, "4.7.5", f"no MX host of {domain} is listed in its "
+                               "MTA-STS policy (RFC 8461)"))
+    return out
 
 
 async def _system_addresses(hop: HostPort) -> list[Host]:
