@@ -111,8 +111,7 @@ def handle(env: Envelope, rcpts: tuple[str, ...], data: bytes, *, keys: KeyRing,
         info = ResInfo("smime", "neutral", f"not decrypted: {opened.error}")
         body = opened.message
     else:
-        info = smime_resinfo(opened.verdict, from_address=from_address(opened.message)
-                             or None)
+        info = smime_resinfo(opened.verdict, from_address=_sender(opened))
         body = opened.unsigned if policy.strip_signature else opened.message
     header = authentication_results(policy.authserv_id, info).encode("ascii")
     harvested = harvest.candidates(opened) if policy.harvest else ()
@@ -120,6 +119,15 @@ def handle(env: Envelope, rcpts: tuple[str, ...], data: bytes, *, keys: KeyRing,
         if policy.learn_capabilities else ()
     return Handled(output=Output(rcpts, header + body), harvested=harvested,
                    capabilities=learnt)
+
+
+def _sender(opened: Opened) -> str | None:
+    """From for smime_resinfo, which reads it only to name a signer certificate: mail
+    without one (unsigned, above all) does not pay for parsing the field."""
+    signer = opened.verdict.signer if opened.verdict is not None else None
+    if signer is None or signer.certificate is None:
+        return None
+    return from_address(opened.message) or None
 
 
 def _one_line(text: str, limit: int = 200) -> str:

@@ -36,6 +36,10 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _PROPERTY = re.compile(r"[a-z]+\.[a-z][a-z0-9-]*")
 _METHOD = re.compile(r"[a-z][a-z0-9-]*")
+# A token (RFC 2045 §5.1): printable ASCII but space and tspecials (one regex, not a
+# Python loop per character: the serial and identifier of every passing message).
+_TOKEN = re.compile("[" + re.escape("".join(
+    chr(c) for c in range(0x21, 0x7F) if chr(c) not in _TSPECIALS)) + "]+")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,10 @@ class ResInfo:
 
 
 def _clean(text: str, ascii_only: bool) -> str:
+    if text.isascii() and text.isprintable():
+        # The usual text (printable ASCII): the loop below would copy every character.
+        cleaned = " ".join(text.split())
+        return cleaned if len(cleaned) <= MAX_TEXT else cleaned[:MAX_TEXT - 3] + "..."
     out: list[str] = []
     for ch in text:
         if ch.isspace():
@@ -68,6 +76,9 @@ def _escaped_words(text: str, special: str) -> list[str]:
     """text's words with special characters backslash-escaped, each capped at MAX_WORD."""
     words = []
     for word in text.split(" "):
+        if len(word) <= MAX_WORD - 3 and not any(c in word for c in special):
+            words.append(word)  # the usual word: nothing to escape or cap
+            continue
         pieces: list[str] = []
         size = 0
         for ch in word:
@@ -98,8 +109,7 @@ def _comment(text: str, ascii_only: bool) -> list[str]:
 
 def _value(text: str, ascii_only: bool) -> list[str]:
     """A pvalue: a bare address or token when it is one, else a quoted-string."""
-    if 0 < len(text) <= MAX_WORD and (_ADDRESS.fullmatch(text) or all(
-            0x20 < ord(c) < 0x7F and c not in _TSPECIALS for c in text)):
+    if 0 < len(text) <= MAX_WORD and (_ADDRESS.fullmatch(text) or _TOKEN.fullmatch(text)):
         return [text]
     return _quoted(text, ascii_only)
 

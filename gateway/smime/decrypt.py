@@ -29,8 +29,17 @@ from gateway.smime.detect import (
     parse_content_type,
 )
 from gateway.smime.errors import SMIMEError
-from gateway.smime.message import Message, build_message, decode_base64_body, parse_message
+from gateway.smime.message import (
+    MAX_HEADER_BLOCK,
+    Message,
+    build_message,
+    decode_base64_body,
+    header_field,
+    parse_message,
+)
 from gateway.smime.unwrap import unwrap_key_agree, unwrap_key_trans
+
+_MIME_VERSION = header_field("MIME-Version", "1.0")  # what build_message writes
 
 
 def _find_identity(ri: KeyTrans | KeyAgree, keys: KeyRing) -> Identity | None:
@@ -76,7 +85,7 @@ def _envelope_bytes(msg: Message) -> bytes:
     raise SMIMEError(f"pkcs7-mime in transfer encoding {encoding!r}", "unsupported")
 
 
-def _restore(outer: Message, plain: bytes) -> bytes:
+def _restore(outer: Message, plain: bytes) -> tuple[bytes, Message | None]:
     try:
         inner = parse_message(plain)
     except SMIMEError:
@@ -86,8 +95,14 @@ def _restore(outer: Message, plain: bytes) -> bytes:
                          "message", "decrypt-failed") from None
     h = inner.get("content-type")
     if h is not None and parse_content_type(h.value).mime_type == "message/rfc822":
-        return inner.body  # RFC 8551 §3.1: the wrapped message is the message
-    return build_message(outer.routing_headers(), list(inner.headers), inner.body)
+        return inner.body, None  # RFC 8551 §3.1: the wrapped message is the message
+    routing = outer.routing_headers()  # MIME-Version is not among them
+    headers = (*routing, _MIME_VERSION, *inner.headers)
+    # What parse_message would make of the bytes built here, without parsing them again;
+    # None when their header block is too large for it (the caller's parse then says so).
+    size = sum(len(h.raw) for h in headers)
+    parsed = Message(headers, inner.body) if size <= MAX_HEADER_BLOCK else None
+    return build_message(routing, list(inner.headers), inner.body), parsed
 
 
 def decrypt_envelope(env: Envelope, keys: KeyRing) -> bytes:
@@ -113,6 +128,12 @@ def decrypt_envelope(env: Envelope, keys: KeyRing) -> bytes:
 
 def decrypt(message: bytes, keys: KeyRing) -> bytes:
     """Decrypt a whole CRLF message with whichever of our identities it names."""
-    outer = parse_message(message)
+    return decrypt_parsed(parse_message(message), keys)[0]
+
+
+def decrypt_parsed(outer: Message, keys: KeyRing) -> tuple[bytes, Message | None]:
+    """decrypt() of a message already parsed (parse_message), for a caller that parsed it
+    anyway: the plaintext message and the same parsed, so that nobody parses it twice
+    (None when it must be parsed: a header-protection wrapper, a huge header block)."""
     env = parse_envelope(_envelope_bytes(outer))
     return _restore(outer, decrypt_envelope(env, keys))

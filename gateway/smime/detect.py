@@ -14,6 +14,7 @@ Also owns the RFC 2045 §5.1 Content-Type parser the engine uses (type/subtype +
 
 from __future__ import annotations
 
+import functools
 import zlib
 from dataclasses import dataclass
 
@@ -52,6 +53,18 @@ def parse_content_type(value: str | None) -> ContentType:
     """RFC 2045 §5.1; a missing or unreadable header is text/plain (RFC 2045 §5.2)."""
     if value is None:
         return ContentType("text/plain", {})
+    if len(value) > _MEMO_LONGEST:
+        return _parse_content_type(value)
+    # Detection, decryption and verification each read the same few fields of a
+    # message: they are parsed once; every caller gets its own params dict to keep.
+    ct = _memo_content_type(value)
+    return ContentType(ct.mime_type, dict(ct.params))
+
+
+_MEMO_LONGEST = 1000  # longer values (not from any mail client) are not kept
+
+
+def _parse_content_type(value: str) -> ContentType:
     text = value.strip()
     head, _, rest = text.partition(";")
     mime_type = head.strip().lower()
@@ -87,6 +100,9 @@ def parse_content_type(value: str | None) -> ContentType:
         if name and name not in params:
             params[name] = val
     return ContentType(mime_type, params)
+
+
+_memo_content_type = functools.lru_cache(maxsize=256)(_parse_content_type)
 
 
 def content_type_of(msg: Message) -> ContentType:

@@ -33,13 +33,12 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from gateway.keys.chain_cache import validate_certificate_cached
 from gateway.keys.identity import dns_names, email_addresses
-from gateway.keys.validate import names_match
 from gateway.mime.canon import canonicalize
 from gateway.smime import cms_signed as cs
 from gateway.smime import cms_signed_read as cr
 from gateway.smime.detect import PKCS7_MIME, PKCS7_SIGNATURE, is_p7m, parse_content_type
 from gateway.smime.errors import SMIMEError
-from gateway.smime.message import Header, decode_base64_body, parse_message
+from gateway.smime.message import Header, Message, decode_base64_body, parse_message
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +94,16 @@ class SignerInfoResult:
         return self.certificate.subject.rfc4514_string()
 
     def speaks_for(self, address: str) -> bool:
-        """Does the certificate name this address, or its domain (RFC 8550 §3)?"""
-        return self.certificate is not None and names_match(self.certificate, address)
+        """Does the certificate name this address, or its domain (RFC 8550 §3)?
+        names_match's rule on the names read from the certificate once, into addresses
+        and domains, rather than parsing its extensions again per question."""
+        if self.certificate is None:
+            return False
+        name = address.lower()
+        if "@" in name:
+            return name in self.addresses or name.rpartition("@")[2] in self.domains
+        return name in self.domains or any(a.rpartition("@")[2] == name
+                                           for a in self.addresses)
 
 
 @dataclass(frozen=True)
@@ -123,7 +130,15 @@ def verify(message: bytes, *, anchors: Sequence[x509.Certificate],
            at: dt.datetime | None = None,
            revocation: RevocationCheck | None = None) -> VerifyResult:
     """Verify the S/MIME signature of message against anchors at time at (default now)."""
-    msg = parse_message(canonicalize(message))
+    return verify_parsed(parse_message(canonicalize(message)), anchors=anchors, at=at,
+                         revocation=revocation)
+
+
+def verify_parsed(msg: Message, *, anchors: Sequence[x509.Certificate],
+                  at: dt.datetime | None = None,
+                  revocation: RevocationCheck | None = None) -> VerifyResult:
+    """verify() of a message already canonical (CRLF) and parsed, for a caller that
+    parsed it anyway (gateway.inbound.open): the message is parsed once."""
     header = msg.get("content-type")
     if header is None:
         raise SMIMEError("the message has no Content-Type: it is not signed", "not-smime")
