@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import hashlib
-import json
 import ssl
 import statistics
 import sys
@@ -29,18 +27,16 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from benchmarks._loadgen_stats import machine_facts
 from benchmarks._rates import per_cpu_second
+from benchmarks._results import write_results
 from gateway.delivery import dane
 from gateway.delivery.client import SmtpConnection, TlsContexts
 from gateway.keys.demo import tls_server
 
-RESULTS = Path(__file__).parent / "results"
 HOST = "mail.bench.test"
 
 
@@ -175,20 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     for k, v in ratios.items():
         print(f"ratio {k:34s} {v:.3f}x (sessions/s or checks/s; 1.0 = same)")
-    out = args.json or RESULTS / f"bench_dane-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     import cryptography
     import dns.version
 
-    facts: dict[str, Any] = machine_facts()
-    facts["cryptography"] = cryptography.__version__
-    facts["dnspython"] = dns.version.version
-    facts["openssl"] = ssl.OPENSSL_VERSION
-    out.write_text(json.dumps({"benchmark": "dane", "settings": {
-        "duration": args.duration, "session_seconds": args.session_seconds,
-        "rounds": args.rounds}, "machine": facts, "rates": rates, "medians": med,
-        "ratios": ratios}, indent=2, default=str))
-    print(f"wrote {out}")
+    write_results("dane", {
+        "settings": {"duration": args.duration, "session_seconds": args.session_seconds,
+                     "rounds": args.rounds},
+        "rates": rates, "medians": med, "ratios": ratios}, args.json,
+        facts={"cryptography": cryptography.__version__, "dnspython": dns.version.version,
+               "openssl": ssl.OPENSSL_VERSION})
     return 0
 
 

@@ -19,19 +19,14 @@ job around it (bench_inbound measures that).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from benchmarks._loadgen_stats import machine_facts
 from benchmarks._rates import per_cpu_second
-
-RESULTS = Path(__file__).parent / "results"
+from benchmarks._results import write_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,15 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for k, r in ratios.items():
         print(f"ratio {k:30s} {r:6.2f}")
-    out = args.json or RESULTS / f"bench_decrypt-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    facts: dict[str, Any] = machine_facts()
-    facts["cryptography"] = cryptography.__version__
-    out.write_text(json.dumps({"benchmark": "decrypt", "settings": {
-        "duration": args.duration, "rounds": args.rounds, "clock": "cpu",
-        "message_bytes": len(message)}, "machine": facts, "rates": rates, "medians": med,
-        "ratios": ratios}, indent=2, default=str))
-    print(f"wrote {out}")
+    write_results("decrypt", {
+        "settings": {"duration": args.duration, "rounds": args.rounds, "clock": "cpu",
+                     "message_bytes": len(message)},
+        "rates": rates, "medians": med, "ratios": ratios}, args.json,
+        facts={"cryptography": cryptography.__version__})
     return 0
 
 

@@ -15,8 +15,6 @@ ratios, writes JSON with versions and machine to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import statistics
 import sys
@@ -24,12 +22,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from benchmarks._loadgen_stats import machine_facts
 from benchmarks._rates import per_cpu_second
-
-RESULTS = Path(__file__).parent / "results"
+from benchmarks._results import write_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,20 +133,14 @@ def main(argv: list[str] | None = None) -> int:
           f"{ratios['learned_native_over_python']:.2f}x")
     print(f"ratio choice by certificate ÷ learnt:       "
           f"{ratios['by_certificate_over_learned_native']:.2f}x")
-    out = args.json or RESULTS / \
-        f"bench_learned_caps-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     import asn1crypto
     import cryptography
 
-    facts: dict[str, Any] = machine_facts()
-    facts["cryptography"] = cryptography.__version__
-    facts["asn1crypto"] = asn1crypto.__version__
-    facts["cache"] = certcache.IMPLEMENTATION
-    out.write_text(json.dumps({"benchmark": "learned_caps", "settings": {
-        "duration": args.duration, "rounds": args.rounds}, "machine": facts,
-        "rates": rates, "medians": med, "ratios": ratios}, indent=2, default=str))
-    print(f"wrote {out}")
+    write_results("learned_caps", {
+        "settings": {"duration": args.duration, "rounds": args.rounds},
+        "rates": rates, "medians": med, "ratios": ratios}, args.json,
+        facts={"cryptography": cryptography.__version__,
+               "asn1crypto": asn1crypto.__version__, "cache": certcache.IMPLEMENTATION})
     return 0
 
 

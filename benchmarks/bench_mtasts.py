@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
-import json
 import logging
 import socket
 import ssl
@@ -27,14 +25,13 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import dns.version
 from aiohttp import web
 
-from benchmarks._loadgen_stats import machine_facts
 from benchmarks._rates import per_cpu_second
+from benchmarks._results import write_results
 from gateway.config.schema import DeliverySection
 from gateway.config.types import HostPort
 from gateway.delivery import mtasts
@@ -42,7 +39,6 @@ from gateway.delivery.route import make_resolver
 from gateway.keys.demo import tls_server
 from tests.dns_support import DnsServer, Zone
 
-RESULTS = Path(__file__).parent / "results"
 POLICY = "version: STSv1\r\nmode: enforce\r\nmx: mail.beta.test\r\nmx: *.beta.test\r\n" \
          "max_age: 86400\r\n"
 
@@ -130,16 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     for k, v in ratios.items():
         print(f"ratio {k:34s} {v:.3f}x (per CPU-second; 1.0 = same)")
-    out = args.json or RESULTS / f"bench_mtasts-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    facts: dict[str, Any] = machine_facts()
-    facts["aiohttp"] = aiohttp.__version__
-    facts["dnspython"] = dns.version.version
-    facts["openssl"] = ssl.OPENSSL_VERSION
-    out.write_text(json.dumps({"benchmark": "mtasts", "settings": {
-        "duration": args.duration, "rounds": args.rounds}, "machine": facts,
-        "rates": rates, "medians": med, "ratios": ratios}, indent=2, default=str))
-    print(f"wrote {out}")
+    write_results("mtasts", {
+        "settings": {"duration": args.duration, "rounds": args.rounds},
+        "rates": rates, "medians": med, "ratios": ratios}, args.json,
+        facts={"aiohttp": aiohttp.__version__, "dnspython": dns.version.version,
+               "openssl": ssl.OPENSSL_VERSION})
     return 0
 
 

@@ -17,19 +17,14 @@ ratios, writes JSON to benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import statistics
 import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from benchmarks._loadgen_stats import machine_facts
 from benchmarks._rates import per_wall_second
-
-RESULTS = Path(__file__).parent / "results"
+from benchmarks._results import write_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,17 +140,12 @@ def main(argv: list[str] | None = None) -> int:
           "(the directory signs every nonce'd answer)")
     print(f"ratio verify() with cached check ÷ none:  "
           f"{ratios['verify_cached_over_no_revocation']:.2f}x")
-    out = args.json or RESULTS / \
-        f"bench_revocation-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     import cryptography
 
-    facts: dict[str, Any] = machine_facts()
-    facts["cryptography"] = cryptography.__version__
-    out.write_text(json.dumps({"benchmark": "revocation", "settings": {
-        "duration": args.duration, "rounds": args.rounds}, "machine": facts,
-        "rates": rates, "medians": med, "ratios": ratios}, indent=2, default=str))
-    print(f"wrote {out}")
+    write_results("revocation", {
+        "settings": {"duration": args.duration, "rounds": args.rounds},
+        "rates": rates, "medians": med, "ratios": ratios}, args.json,
+        facts={"cryptography": cryptography.__version__})
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
-import json
 import re
 import statistics
 import sys
@@ -25,16 +24,14 @@ import time
 from collections.abc import Callable
 from email.header import Header, decode_header, make_header
 from functools import partial
-from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from benchmarks._loadgen_stats import machine_facts
 from benchmarks._rates import per_cpu_second
+from benchmarks._results import write_results
 from gateway.outbound.subject import strip_keywords
 
-RESULTS = Path(__file__).parent / "results"
 KEYWORD = "[encrypt]"
 SUBJECTS = {
     "literal": b" [encrypt] Salaries 2027",
@@ -123,15 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         ratios[f"strip {name} / RSA sign"] = med[f"strip {name}"] / sign
     for name, value in ratios.items():
         print(f"  ratio {name:40s} {value:8.2f}")
-    report = {"benchmark": "bench_subject", "mode": "full" if args.full else "quick",
-              "machine": machine_facts(), "python": sys.version.split()[0],
-              "per_cpu_second": med, "ratios": ratios, "rounds": rounds,
-              "seconds_per_round": seconds,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = Path(args.json) if args.json else RESULTS / f"bench_subject-{int(time.time())}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1, default=str))
-    print(f"\nwrote {path}")
+    write_results("subject", {
+        "mode": "full" if args.full else "quick", "per_cpu_second": med, "ratios": ratios,
+        "rounds": rounds, "seconds_per_round": seconds,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, args.json,
+        facts={"python": sys.version.split()[0]})
     return 0
 
 
