@@ -37,11 +37,11 @@ from typing import Any
 import dns.asyncresolver
 
 from gateway.config.schema import DeliverySection
-from gateway.delivery import metrics, mtasts, outcome, refused
-from gateway.delivery.client import SmtpConnection, SmtpError, TlsContexts
-from gateway.delivery.dane import Expected
+from gateway.delivery import metrics, outcome, refused
+from gateway.delivery.client import SmtpConnection, SmtpError
+from gateway.delivery.connect import Connector
 from gateway.delivery.dsn import build_dsn
-from gateway.delivery.route import Destination, Host, RouteError, Router
+from gateway.delivery.route import Destination, RouteError, Router
 from gateway.envelope import Reply
 from gateway.spool import DELIVERED, QueueEntry, RecipientState, Spool, dsn_queue_id
 
@@ -82,7 +82,7 @@ class DeliveryAgent:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._scheduler: asyncio.Task[None] | None = None
-        self._tls = TlsContexts(config.tls_ca_file)
+        self._connector = Connector(config, hostname)
 
     async def start(self) -> None:
         self._spool.add_listener(self.wake)
@@ -233,7 +233,7 @@ class DeliveryAgent:
             try:
                 # RFC 7672: the host's TLSA records may make TLS mandatory or DANE-only.
                 tls, expected = await self._router.host_tls(d.dest, host)
-                conn = await self._connect_sts(host, tls, expected)
+                conn = await self._connector.connect_sts(host, tls, expected)
                 break
             except RouteError as e:  # its TLSA records could not be had: skip the host
                 error = e.reply
@@ -244,7 +244,7 @@ class DeliveryAgent:
                     # rather than failing delivery.
                     log.info("delivery: %s; trying without TLS", e)
                     try:
-                        conn = await self._connect(host, "none")
+                        conn = await self._connector.connect(host, "none")
                         break
                     except SmtpError as e2:
                         e = e2
@@ -270,47 +270,6 @@ class DeliveryAgent:
         finally:
             metrics.CONNECTIONS.dec()
 
-    async def _connect(self, host: Host, tls: str,
-                       expected: Expected | None = None) -> SmtpConnection:
-        try:
-            conn = await SmtpConnection.connect(
-                host.name, host.address, host.port, helo=self._hostname, tls=tls,
-                tls_context=self._tls.get(tls), connect_timeout=self._config.connect_timeout,
-                command_timeout=self._config.command_timeout,
-                data_timeout=self._config.data_timeout, expected=expected)
-        except SmtpError as e:
-            if e.reply.status == "4.7.5":  # no STARTTLS, handshake or authentication
-                metrics.TLS.labels("failed").inc()
-            raise
-        metrics.TLS.labels(
-            "clear" if not conn.tls else "dane-verified" if tls == "dane"
-            else "pkix-verified" if tls == "verify" else "unauthenticated").inc()
-        return conn
-
-    async def _connect_sts(self, host: Host, tls: str,
-                           expected: Expected | None) -> SmtpConnection:
-        """_connect, under the MTA-STS mode the host was chosen with (RFC 8461 §5):
-        enforce counts sessions verified and refused; testing tries "verify" first and
-        logs and counts what enforce would have refused before connecting as before."""
-        if host.sts == mtasts.TESTING and tls not in ("verify", "dane", "none"):
-            try:
-                return await self._connect(host, "verify")
-            except SmtpError as e:
-                if e.reply.status != "4.7.5":
-                    raise
-                metrics.MTA_STS.labels("testing-refused").inc()
-                log.warning("delivery: MTA-STS (testing): enforce would refuse %s: %s",
-                            host.name, e)
-        try:
-            conn = await self._connect(host, tls, expected)
-        except SmtpError as e:
-            if host.sts == mtasts.ENFORCE and e.reply.status == "4.7.5":
-                metrics.MTA_STS.labels("refused").inc()
-                log.warning("delivery: MTA-STS: %s (RFC 8461 enforce: not sent)", e)
-            raise
-        if host.sts == mtasts.ENFORCE:
-            metrics.MTA_STS.labels("enforced").inc()
-        return conn
 
     async def _next_job(self, d: _Destination) -> Job | None:
         if d.jobs:
