@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import secrets
 import time
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.envelope import Envelope
+from gateway.spool.commit import fsync_directory, write_durably
 
 # The verdict of an outbound message kept for want of a recipient certificate.
 NO_CERTIFICATE = "no-certificate"
@@ -72,17 +72,8 @@ class Quarantine:
                 "received_at": envelope.received_at, "esmtp": [list(p) for p in envelope.esmtp],
                 "reason": reason, "verdict": verdict, "quarantined_at": time.time()}
         tmp = self.directory / "tmp" / f"{qid}.{secrets.token_hex(4)}{SUFFIX}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, json.dumps(head).encode() + b"\n")
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, self.directory / (qid + SUFFIX))
-        _fsync_dir(self.directory)
+        write_durably(tmp, self.directory / (qid + SUFFIX), json.dumps(head).encode() + b"\n",
+                      data)
         return qid
 
     def ids(self) -> list[str]:
@@ -127,12 +118,4 @@ class Quarantine:
             path.unlink()
         except FileNotFoundError:
             raise QuarantineError(f"no quarantined message {qid} in {self.directory}") from None
-        _fsync_dir(self.directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_directory(self.directory)

@@ -303,3 +303,20 @@ def fsync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_durably(tmp: Path, final: Path, *parts: bytes) -> None:
+    """One file written alone, outside any commit round: parts to `tmp` (a new file,
+    0600), fsync, renamed to `final`, final's directory fsync'd. For the spool's control
+    files and the quarantine store; queued mail goes through GroupCommitter."""
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        for part in parts:
+            view = memoryview(part)
+            while view:
+                view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, final)
+    fsync_directory(final.parent)

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.spool.commit import fsync_directory
+from gateway.spool.commit import write_durably
 from gateway.spool.format import is_queue_id
 
 OPS = ("retry", "delete", "hold", "release", "adopt")
@@ -91,17 +91,7 @@ def submit(control_dir: Path, command: Command) -> Path:
 
 
 def _write_durably(control_dir: Path, name: str, data: bytes) -> None:
-    tmp = control_dir / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, control_dir / name)
-    fsync_directory(control_dir)
+    write_durably(control_dir / f".{name}.tmp", control_dir / name, data)
 
 
 def pending(control_dir: Path) -> list[Path]:
